@@ -1,0 +1,67 @@
+"""Frozen value types shared by every layer: Identity, Tokens, Session and the Clock.
+
+Imports nothing from oidcproxy. Secrets are kept out of every repr.
+"""
+
+from __future__ import annotations
+
+import time as _time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+__all__ = ["Clock", "FakeClock", "Identity", "Session", "Tokens", "system_clock"]
+
+Clock = Callable[[], float]
+
+
+def system_clock() -> float:
+    """Wall-clock seconds; the only place that reads the system time."""
+    return _time.time()  # noqa: TID251 - the one injected clock
+
+
+class FakeClock:
+    """A clock that tests move by hand instead of sleeping."""
+
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who the person is, as the proxy tells the upstream."""
+
+    subject: str
+    email: str = ""
+    email_verified: bool = False
+    user: str = ""
+    preferred_username: str = ""
+    groups: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Tokens:
+    """What the provider's token endpoint returned; expires_at is the access token's expiry."""
+
+    id_token: str = field(default="", repr=False)
+    access_token: str = field(default="", repr=False)
+    refresh_token: str = field(default="", repr=False)
+    expires_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """One signed-in person: identity, tokens and the session's own lifetime."""
+
+    identity: Identity
+    tokens: Tokens
+    created_at: float
+    expires_at: float
+
+    def expired(self, now: float) -> bool:
+        return now >= self.expires_at
