@@ -4,6 +4,7 @@ ProxyError (500 internal error)
 ├── BadRequest (400)
 │   └── LoginFailed (400, offers to start again)
 ├── NotAuthenticated (401; browsers are redirected to sign in)
+├── NotFound (404, no upstream route)
 ├── Forbidden (403)
 ├── HeadersTooLarge (431)
 ├── IdPUnavailable (502)
@@ -25,6 +26,7 @@ __all__ = [
     "IdPUnavailable",
     "LoginFailed",
     "NotAuthenticated",
+    "NotFound",
     "ProxyError",
     "UpstreamTimeout",
     "UpstreamUnavailable",
@@ -46,6 +48,11 @@ class ProxyError(Exception):
 class BadRequest(ProxyError):
     status, title = 400, "Bad request"
     public = "The request could not be understood."
+
+
+class NotFound(ProxyError):
+    status, title = 404, "Not found"
+    public = "No application is configured for this path."
 
 
 class LoginFailed(BadRequest):

@@ -1,0 +1,453 @@
+"""The one settings model: flags, `OIDCPROXY_*` environment variables and a TOML file, checked whole.
+
+Names are flat and the same everywhere (`--cookie-secret`, `OIDCPROXY_COOKIE_SECRET`, `cookie_secret`).
+Precedence: flag > env > file > default. Imports only model/errors, none of the domain modules.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextvars
+import ipaddress
+import os
+import re
+import secrets
+import tomllib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import (
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from oidcproxy.errors import ConfigError
+
+__all__ = [
+    "ENV_PREFIX",
+    "Settings",
+    "build_parser",
+    "cookie_key_material",
+    "env_name",
+    "flag_name",
+    "format_duration",
+    "load_settings",
+    "parse_duration",
+    "split_address",
+]
+
+ENV_PREFIX = "OIDCPROXY_"
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+_config_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar("config_file", default=None)
+_HOW_TO_GENERATE = (
+    'generate one with: python -c "import secrets,base64;'
+    'print(base64.urlsafe_b64encode(secrets.token_bytes(32)).decode())"'
+)
+
+
+def parse_duration(value: object) -> float:
+    """Go-style durations as oauth2-proxy takes them (`168h`, `1h30m`, `250ms`); bare numbers: seconds."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    text = str(value).strip()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    if not text or _DURATION_PART.sub("", text):
+        raise ValueError(f"{text!r} is not a duration; write it like 168h, 1h30m, 30s or 500ms")
+    return sum(float(n) * _UNITS[u] for n, u in _DURATION_PART.findall(text))
+
+
+def format_duration(seconds: float) -> str:
+    if seconds and seconds % 3600 == 0:
+        return f"{int(seconds // 3600)}h"
+    if seconds and seconds % 60 == 0:
+        return f"{int(seconds // 60)}m"
+    return f"{seconds:g}s"
+
+
+def _split_list(value: object) -> object:
+    """Lists come as repeated flags, TOML arrays, or comma-separated env values."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+StrList = Annotated[list[str], NoDecode, BeforeValidator(_split_list)]
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """`host:port`, `[::1]:port`, `:port` or `http://host:port` -> (host, port)."""
+    text = address.removeprefix("http://")
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{address!r} is not host:port; write it like 127.0.0.1:4180 or 0.0.0.0:4180")
+    return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 - ':4180' means all addresses
+
+
+def cookie_key_material(secret: str) -> bytes:
+    """The cookie secret as bytes: raw 16/24/32 characters, or URL-safe base64 of 16/24/32 bytes."""
+    raw = secret.encode()
+    for candidate in (secret, secret + "=" * (-len(secret) % 4)):
+        try:
+            decoded = base64.urlsafe_b64decode(candidate.encode())
+        except ValueError:
+            continue
+        if len(decoded) in (16, 24, 32) and base64.urlsafe_b64encode(decoded).rstrip(b"=") == (
+            candidate.encode().rstrip(b"=")
+        ):
+            return decoded
+    if len(raw) in (16, 24, 32):
+        return raw
+    raise ValueError(f"must be 16, 24 or 32 bytes, raw or URL-safe base64; {_HOW_TO_GENERATE}")
+
+
+def _opt(default: Any = None, help: str = "", **kw: Any) -> Any:
+    if default is None:
+        return Field(description=help, **kw)
+    return Field(default, description=help, **kw)
+
+
+class Settings(BaseSettings):
+    """Every option. Help texts are shown by `oidcproxy --help` and in the README table."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="forbid", case_sensitive=False, validate_default=True
+    )
+
+    # -- where we listen and what we protect
+    http_address: str = _opt("127.0.0.1:4180", "address to listen on, host:port")
+    upstream: StrList = _opt(
+        help="upstream URL, repeatable; its path is the route prefix it serves "
+        "(http://app:8080/api/ gets /api/...); builtin:whoami is the demo upstream",
+        default_factory=list,
+    )
+    upstream_timeout: Duration = _opt("30s", "time to wait for the upstream's response headers")
+    dev: bool = _opt(
+        False,
+        "demo mode: embedded provider, builtin:whoami upstream, insecure cookie, random secret",
+    )
+    oidc_type: Literal["external", "embedded"] = _opt(
+        "external", "external provider, or the embedded development provider under /dev-idp"
+    )
+    dev_idp_signing_alg: Literal["RS256", "ES256"] = _opt(
+        "RS256", "signing algorithm of the embedded provider's ID tokens"
+    )
+    dev_idp_allow_remote: bool = _opt(
+        False, "let the embedded provider listen on a non-loopback address (never in production)"
+    )
+    # -- the provider
+    provider_display_name: str = _opt("OpenID Connect", "provider name shown on the sign-in button")
+    oidc_issuer_url: str = _opt("", "the provider's issuer URL (discovery at /.well-known/...)")
+    client_id: str = _opt("", "OAuth client id registered at the provider")
+    client_secret: SecretStr = _opt(SecretStr(""), "OAuth client secret")
+    client_secret_file: str = _opt("", "file holding the client secret (instead of --client-secret)")
+    redirect_url: str = _opt("", "callback URL registered at the provider; empty: built from the request")
+    scope: str = _opt("openid email profile", "scopes to request, space-separated")
+    code_challenge_method: str = _opt("S256", "PKCE method: S256, or empty to disable PKCE")
+    provider_timeout: Duration = _opt("10s", "timeout for each call to the provider")
+    # -- the session cookie
+    cookie_secret: SecretStr = _opt(SecretStr(""), "seals the session: 16, 24 or 32 bytes")
+    cookie_name: str = _opt("_oidcproxy", "name of the session cookie")
+    cookie_secure: bool = _opt(True, "mark cookies Secure (HTTPS only)")
+    cookie_domain: str = _opt("", "Domain attribute of the cookies; empty: this host only")
+    cookie_path: str = _opt("/", "Path attribute of the cookies")
+    cookie_expire: Duration = _opt("168h", "how long a session lasts")
+    cookie_samesite: Literal["lax", "strict", "none"] = _opt("lax", "SameSite attribute")
+    # -- who may pass, what the upstream is told
+    email_domain: StrList = _opt(
+        help="allowed email domain, repeatable; * for any, .example.com for subdomains",
+        default_factory=list,
+    )
+    authenticated_emails_file: str = _opt("", "file of allowed email addresses, one a line")
+    insecure_allow_unverified_email: bool = _opt(
+        False, "admit emails the provider marks email_verified=false"
+    )
+    pass_user_headers: bool = _opt(True, "send X-Forwarded-User/-Email/-Groups upstream")
+    pass_access_token: bool = _opt(False, "send X-Forwarded-Access-Token upstream")
+    pass_authorization_header: bool = _opt(False, "send Authorization: Bearer <ID token> upstream")
+    pass_host_header: bool = _opt(True, "send the client's Host header upstream (else the upstream's)")
+    skip_provider_button: bool = _opt(False, "go straight to the provider, no sign-in page")
+    show_debug_on_error: bool = _opt(False, "show error details on error pages (never in production)")
+    log_level: Literal["debug", "info", "warning", "error"] = _opt("info", "log level")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _TomlFile(settings_cls))
+
+    @field_validator("http_address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        split_address(value)
+        return value
+
+    @field_validator("cookie_secret")
+    @classmethod
+    def _secret(cls, value: SecretStr) -> SecretStr:
+        if value.get_secret_value():
+            cookie_key_material(value.get_secret_value())
+        return value
+
+    @field_validator("code_challenge_method")
+    @classmethod
+    def _pkce(cls, value: str) -> str:
+        if value == "plain":
+            raise ValueError("plain PKCE is refused (RFC 9700 2.1.1); use S256, or empty to disable")
+        if value not in ("S256", ""):
+            raise ValueError(f"{value!r} is not a PKCE method; use S256, or empty to disable")
+        return value
+
+    @field_validator("upstream")
+    @classmethod
+    def _upstreams(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if url.startswith("builtin:"):
+                if url != "builtin:whoami":
+                    raise ValueError(f"{url!r}: the only built-in upstream is builtin:whoami")
+                continue
+            if not re.fullmatch(r"https?://[^/\s?#]+(/[^\s?#]*)?", url):
+                raise ValueError(f"{url!r} is not an http(s) URL like http://127.0.0.1:8080/")
+        return value
+
+    @field_validator("cookie_path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"{value!r} must start with /")
+        return value
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Self:
+        problems = self._problems()
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    def _problems(self) -> list[str]:
+        out: list[str] = []
+        embedded = self.oidc_type == "embedded"
+        if not self.upstream:
+            out.append("--upstream: missing; name the application to protect, e.g. http://127.0.0.1:8080/")
+        if not self.cookie_secret.get_secret_value():
+            out.append(f"--cookie-secret: missing; {_HOW_TO_GENERATE}")
+        if not embedded and not self.oidc_issuer_url:
+            out.append("--oidc-issuer-url: missing; set it to your provider's issuer URL")
+        elif not embedded and not re.fullmatch(r"https?://[^\s?#]+", self.oidc_issuer_url):
+            out.append(f"--oidc-issuer-url: {self.oidc_issuer_url!r} is not an http(s) URL")
+        if not embedded and not self.client_id:
+            out.append("--client-id: missing; use the client id registered at your provider")
+        if not embedded and self.client_secret_file and self.client_secret.get_secret_value():
+            out.append("--client-secret-file: give either it or --client-secret, not both")
+        elif not embedded and not self.client_secret_file and not self.client_secret.get_secret_value():
+            out.append("--client-secret: missing; give it or --client-secret-file")
+        if self.client_secret_file and not Path(self.client_secret_file).is_file():
+            out.append(f"--client-secret-file: {self.client_secret_file!r} is not a readable file")
+        if not self.email_domain and not self.authenticated_emails_file:
+            out.append(
+                "--email-domain: missing; name the allowed domains (or * for any verified email), "
+                "or give --authenticated-emails-file"
+            )
+        if self.authenticated_emails_file and not Path(self.authenticated_emails_file).is_file():
+            out.append(
+                f"--authenticated-emails-file: {self.authenticated_emails_file!r} is not a readable file"
+            )
+        if self.cookie_samesite == "none" and not self.cookie_secure:
+            out.append("--cookie-samesite: none needs --cookie-secure=true (browsers drop it otherwise)")
+        if self.redirect_url and not re.fullmatch(r"https?://[^\s?#]+", self.redirect_url):
+            out.append(f"--redirect-url: {self.redirect_url!r} is not an http(s) URL")
+        if self.cookie_expire <= 0:
+            out.append("--cookie-expire: must be positive, e.g. 168h")
+        if embedded and not self.dev_idp_allow_remote and not _is_loopback(self.http_address):
+            out.append(
+                f"--http-address: {self.http_address} is not a loopback address and the embedded "
+                "development provider must not face users; listen on 127.0.0.1, or pass "
+                "--dev-idp-allow-remote if you really mean it"
+            )
+        return out
+
+    def client_secret_value(self) -> str:
+        """The client secret, read from --client-secret-file when that is given."""
+        if self.client_secret_file:
+            return Path(self.client_secret_file).read_text().strip()
+        return self.client_secret.get_secret_value()
+
+    def allowed_emails(self) -> frozenset[str]:
+        if not self.authenticated_emails_file:
+            return frozenset()
+        lines = Path(self.authenticated_emails_file).read_text().splitlines()
+        return frozenset(
+            line.split("#", 1)[0].strip().lower() for line in lines if line.split("#", 1)[0].strip()
+        )
+
+
+def _is_loopback(address: str) -> bool:
+    host, _ = split_address(address)
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _TomlFile(PydanticBaseSettingsSource):
+    """The file named by --config (or OIDCPROXY_CONFIG); keys are the options' snake_case names."""
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls)
+        path = _config_file.get()
+        self._data: dict[str, Any] = tomllib.loads(path.read_text()) if path else {}
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._data)
+
+
+def flag_name(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def env_name(field: str) -> str:
+    return ENV_PREFIX + field.upper()
+
+
+def _kind(info: FieldInfo) -> str:
+    text = str(info.annotation)
+    if "bool" in text:
+        return "bool"
+    if "list" in text:
+        return "list"
+    return "value"
+
+
+def _shown_default(name: str, info: FieldInfo) -> str:
+    if info.default_factory is not None:
+        return "none"
+    value = info.default
+    if isinstance(value, SecretStr):
+        return "none"
+    if name.endswith(("_expire", "_timeout")):
+        return format_duration(parse_duration(value))
+    if isinstance(value, bool):
+        return str(value).lower()
+    return repr(value) if value == "" else str(value)
+
+
+def build_parser(prog: str = "oidcproxy") -> argparse.ArgumentParser:
+    """One flag per settings field, generated, so --help cannot drift from the model."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Authenticating reverse proxy for OpenID Connect.",
+        epilog="Booleans take --name, --name=true or --name=false. Repeatable options take the "
+        "flag several times, or a comma-separated list in the environment variable.",
+        argument_default=argparse.SUPPRESS,
+    )
+    parser.add_argument("--config", metavar="FILE", help=f"TOML file of options [env {ENV_PREFIX}CONFIG]")
+    for name, info in Settings.model_fields.items():
+        kind = _kind(info)
+        help_text = f"{info.description} [env {env_name(name)}, default {_shown_default(name, info)}]"
+        if kind == "bool":
+            parser.add_argument(
+                flag_name(name), dest=name, nargs="?", const="true", metavar="BOOL", help=help_text
+            )
+        elif kind == "list":
+            parser.add_argument(flag_name(name), dest=name, action="append", help=help_text)
+        else:
+            parser.add_argument(flag_name(name), dest=name, metavar="VALUE", help=help_text)
+    return parser
+
+
+def _dev_defaults(
+    flags: Mapping[str, Any], environ: Mapping[str, str], file: Mapping[str, Any]
+) -> dict[str, Any]:
+    """--dev fills in what the demo needs wherever the person has not set it themselves."""
+
+    def given(name: str) -> bool:
+        return name in flags or env_name(name) in environ or name in file
+
+    demo: dict[str, Any] = {
+        "oidc_type": "embedded",
+        "upstream": ["builtin:whoami"],
+        "cookie_secure": False,
+        "cookie_secret": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
+        "email_domain": ["*"],
+        "provider_display_name": "the development provider",
+    }
+    return {k: v for k, v in demo.items() if not given(k)}
+
+
+def _is_true(value: object) -> bool:
+    return str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+def load_settings(argv: Sequence[str]) -> Settings:
+    """Parse flags, the environment and the file into Settings; ConfigError has one line a problem."""
+    env = os.environ
+    parser = build_parser()
+    flags = vars(parser.parse_args(list(argv)))
+    path_text = flags.pop("config", None) or env.get(f"{ENV_PREFIX}CONFIG", "")
+    path = Path(path_text) if path_text else None
+    file_data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            file_data = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError([f"--config: cannot read {path_text!r}: {exc}"]) from exc
+    dev = flags.get("dev", env.get(env_name("dev"), file_data.get("dev", False)))
+    if _is_true(dev):
+        flags = {**_dev_defaults(flags, env, file_data), **flags}
+    token = _config_file.set(path)
+    try:
+        return Settings(**flags)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+    finally:
+        _config_file.reset(token)
+
+
+def _describe(exc: ValidationError) -> list[str]:
+    lines: list[str] = []
+    for err in exc.errors(include_url=False, include_input=False):
+        loc = [str(part) for part in err["loc"] if isinstance(part, str)]
+        message = str(err["msg"]).removeprefix("Value error, ")
+        if not loc:
+            lines.extend(message.splitlines())
+            continue
+        name = loc[0]
+        if name in Settings.model_fields:
+            lines.append(f"{flag_name(name)} (env {env_name(name)}): {_friendly(err, message)}")
+        else:
+            lines.append(f"{name!r} is not an option; see oidcproxy --help for the list")
+    return lines
+
+
+def _friendly(err: Mapping[str, Any], message: str) -> str:
+    kind = err.get("type", "")
+    if kind == "literal_error":
+        return message.replace("Input should be", "must be one of")
+    if kind == "bool_parsing":
+        return "must be true or false"
+    return message

@@ -1,0 +1,83 @@
+"""Cookie value chunking and Set-Cookie specs. Pure: no I/O, no aiohttp.web.
+
+Browsers keep about 4096 bytes a cookie, name and attributes included, so a large sealed session is
+split into `<name>_0`, `<name>_1`, … and joined again on the way in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+__all__ = ["CHUNK_SIZE", "CookiePolicy", "SetCookie", "chunk_names", "join_cookie", "split_cookie"]
+
+CHUNK_SIZE = 3800
+_MAX_CHUNKS = 32
+
+
+@dataclass(frozen=True, slots=True)
+class CookiePolicy:
+    """The attributes every cookie of ours carries."""
+
+    name: str = "_oidcproxy"
+    domain: str = ""
+    path: str = "/"
+    secure: bool = True
+    samesite: str = "lax"
+    max_age: int = 7 * 24 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class SetCookie:
+    """One Set-Cookie header to apply; max_age 0 deletes the cookie."""
+
+    name: str
+    value: str
+    max_age: int
+    path: str = "/"
+    domain: str = ""
+    secure: bool = True
+    samesite: str = "lax"
+    httponly: bool = True
+
+    def __repr__(self) -> str:
+        return f"SetCookie({self.name!r}, <{len(self.value)} chars>, max_age={self.max_age})"
+
+    @classmethod
+    def make(cls, policy: CookiePolicy, name: str, value: str, max_age: int | None = None) -> SetCookie:
+        return cls(
+            name=name,
+            value=value,
+            max_age=policy.max_age if max_age is None else max_age,
+            path=policy.path,
+            domain=policy.domain,
+            secure=policy.secure,
+            samesite=policy.samesite,
+        )
+
+
+def split_cookie(name: str, value: str, limit: int = CHUNK_SIZE) -> list[tuple[str, str]]:
+    if len(value) <= limit:
+        return [(name, value)]
+    return [(f"{name}_{i}", value[at : at + limit]) for i, at in enumerate(range(0, len(value), limit))]
+
+
+def join_cookie(name: str, cookies: Mapping[str, str]) -> str | None:
+    """The whole value from `name`, or from its chunks in order; None when absent or a chunk is missing."""
+    whole = cookies.get(name)
+    if whole is not None:
+        return whole
+    parts: list[str] = []
+    for i in range(_MAX_CHUNKS):
+        part = cookies.get(f"{name}_{i}")
+        if part is None:
+            break
+        parts.append(part)
+    return "".join(parts) if parts else None
+
+
+def chunk_names(name: str, cookies: Mapping[str, str]) -> list[str]:
+    """Every cookie of `name` present: the whole one and any chunks."""
+    found = [name] if name in cookies else []
+    prefix = f"{name}_"
+    return found + [k for k in cookies if k.startswith(prefix) and k[len(prefix) :].isdigit()]

@@ -1,0 +1,152 @@
+"""The login round-trip, pure: state, nonce, PKCE verifier and where to go back to; redirect checks.
+
+The round-trip rides in a short-lived cookie signed and time-limited with itsdangerous, one cookie per
+attempt (named after its state), so two tabs signing in at once do not undo each other. An attempt is
+accepted once. Imports cookies and errors only; no I/O, no aiohttp.web.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote
+
+from authlib.common.security import generate_token
+from authlib.oauth2.rfc7636 import create_s256_code_challenge
+from itsdangerous import BadData, TimestampSigner, URLSafeTimedSerializer
+
+from oidcproxy.cookies import CookiePolicy, SetCookie
+from oidcproxy.errors import LoginFailed
+from oidcproxy.model import Clock
+
+__all__ = ["Callback", "LoginAttempt", "LoginFlow", "safe_return_to"]
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def safe_return_to(rd: str | None) -> str:
+    """`rd` when it is a path on this proxy; `/` for anything that could leave it (open redirect)."""
+    if not rd:
+        return "/"
+    candidate = rd
+    for _ in range(3):  # catch /%2F%2Fevil.com and doubly encoded variants
+        if _CONTROL.search(candidate) or "\\" in candidate:
+            return "/"
+        if not candidate.startswith("/") or candidate.startswith("//"):
+            return "/"
+        decoded = unquote(candidate)
+        if decoded == candidate:
+            break
+        candidate = decoded
+    return rd
+
+
+@dataclass(frozen=True, slots=True)
+class LoginAttempt:
+    state: str = field(repr=False)
+    nonce: str = field(repr=False)
+    verifier: str = field(repr=False)
+    return_to: str
+    redirect_uri: str
+
+    @property
+    def code_challenge(self) -> str:
+        return create_s256_code_challenge(self.verifier) if self.verifier else ""
+
+
+@dataclass(frozen=True, slots=True)
+class Callback:
+    attempt: LoginAttempt
+    code: str = field(repr=False)
+
+
+class LoginFlow:
+    """Begins and finishes login attempts; remembers the states it accepted until they expire."""
+
+    def __init__(
+        self,
+        secrets: Sequence[bytes],
+        policy: CookiePolicy,
+        clock: Clock,
+        *,
+        pkce: bool = True,
+        max_age: int = 900,
+    ) -> None:
+        class _Signer(TimestampSigner):
+            def get_timestamp(self) -> int:
+                return int(clock())
+
+        # itsdangerous signs with the last key and accepts all: newest goes last.
+        self._serializer = URLSafeTimedSerializer(
+            list(reversed(secrets)), salt="oidcproxy-login", signer=_Signer
+        )
+        self._policy = policy
+        self._clock = clock
+        self._pkce = pkce
+        self._max_age = max_age
+        self._used: OrderedDict[str, float] = OrderedDict()
+
+    def cookie_name(self, state: str) -> str:
+        return f"{self._policy.name}_csrf_{state[:16]}"
+
+    def begin(self, return_to: str, redirect_uri: str) -> tuple[LoginAttempt, SetCookie]:
+        attempt = LoginAttempt(
+            state=generate_token(32),
+            nonce=generate_token(32),
+            verifier=generate_token(64) if self._pkce else "",
+            return_to=return_to,
+            redirect_uri=redirect_uri,
+        )
+        payload = [attempt.state, attempt.nonce, attempt.verifier, attempt.return_to, redirect_uri]
+        value = self._serializer.dumps(payload)
+        assert isinstance(value, str)  # noqa: S101 - URLSafeTimedSerializer yields text
+        return attempt, SetCookie.make(self._policy, self.cookie_name(attempt.state), value, self._max_age)
+
+    def finish(self, cookies: Mapping[str, str], query: Mapping[str, Any]) -> Callback:
+        """Check the callback against its cookie; raise LoginFailed saying why (detail for logs)."""
+        state, code = _single(query, "state"), _single(query, "code")
+        error = _single(query, "error")
+        if error:
+            description = _single(query, "error_description")[:200]
+            raise LoginFailed(f"provider returned error={error!r} {description!r}")
+        if not state or not code:
+            raise LoginFailed("callback without state or code")
+        raw = cookies.get(self.cookie_name(state))
+        if raw is None:
+            raise LoginFailed("no login cookie for this state: expired, already used or another browser")
+        try:
+            saved = self._serializer.loads(raw, max_age=self._max_age)
+            saved_state, nonce, verifier, return_to, redirect_uri = saved
+        except (BadData, ValueError, TypeError) as exc:
+            raise LoginFailed(f"login cookie rejected: {type(exc).__name__}") from None
+        if not hmac.compare_digest(str(saved_state), state):
+            raise LoginFailed("state does not match the login cookie")
+        self._remember(state)
+        attempt = LoginAttempt(saved_state, nonce, verifier, safe_return_to(return_to), redirect_uri)
+        return Callback(attempt, code)
+
+    def clear(self, state: str) -> SetCookie:
+        return SetCookie.make(self._policy, self.cookie_name(state), "", 0)
+
+    def _remember(self, state: str) -> None:
+        now = self._clock()
+        while self._used and next(iter(self._used.values())) < now:
+            self._used.popitem(last=False)
+        if state in self._used:
+            raise LoginFailed("this login attempt was already used (replayed callback)")
+        self._used[state] = now + self._max_age
+        if len(self._used) > 100_000:
+            self._used.popitem(last=False)
+
+
+def _single(query: Mapping[str, Any], name: str) -> str:
+    """The one value of a query parameter; a duplicated state or code is refused outright."""
+    getall = getattr(query, "getall", None)
+    values = list(getall(name, ())) if getall else ([query[name]] if name in query else [])
+    if len(values) > 1:
+        raise LoginFailed(f"callback carries {name!r} {len(values)} times")
+    return str(values[0]) if values else ""

@@ -1,0 +1,175 @@
+"""build_app(settings) -> web.Application: the runtime state built once from the settings, the routes,
+and every resource owned through cleanup_ctx. run() serves it.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import secrets
+import sys
+from collections.abc import AsyncIterator, Callable
+
+import aiohttp
+from aiohttp import web
+
+from oidcproxy import handlers
+from oidcproxy.appkeys import CLAIMS, CLOCK, LOGIN, OIDC, POLICY, PROXY, SESSIONS, SETTINGS
+from oidcproxy.authz import Policy
+from oidcproxy.config import Settings, cookie_key_material, split_address
+from oidcproxy.cookies import CookiePolicy
+from oidcproxy.crypto import KeyRing
+from oidcproxy.demo import build_demo_app
+from oidcproxy.idp import IdPClient, IdPConfig, warning_text
+from oidcproxy.idp import build_app as build_idp_app
+from oidcproxy.login import LoginFlow
+from oidcproxy.middleware import errors_and_ids
+from oidcproxy.model import Clock, system_clock
+from oidcproxy.oidc import ClaimMapping, OIDCClient, ProviderConfig
+from oidcproxy.session import CookieSessionStore
+from oidcproxy.upstream import HeaderPolicy, Route, Router, UpstreamProxy
+
+__all__ = ["MAX_FIELD_SIZE", "base_url", "build_app", "run"]
+
+log = logging.getLogger("oidcproxy")
+
+MAX_FIELD_SIZE = 65536
+
+
+def build_app(settings: Settings, clock: Clock = system_clock) -> web.Application:
+    app = web.Application(
+        middlewares=[errors_and_ids],
+        handler_args={"max_field_size": MAX_FIELD_SIZE, "max_line_size": MAX_FIELD_SIZE},
+        client_max_size=1024**2,
+    )
+    keys = KeyRing([cookie_key_material(settings.cookie_secret.get_secret_value())])
+    cookie_policy = CookiePolicy(
+        name=settings.cookie_name,
+        domain=settings.cookie_domain,
+        path=settings.cookie_path,
+        secure=settings.cookie_secure,
+        samesite=settings.cookie_samesite,
+        max_age=int(settings.cookie_expire),
+    )
+    app[SETTINGS] = settings
+    app[CLOCK] = clock
+    app[SESSIONS] = CookieSessionStore(keys, cookie_policy, clock)
+    app[LOGIN] = LoginFlow(
+        keys.login_secrets(), cookie_policy, clock, pkce=settings.code_challenge_method == "S256"
+    )
+    app[POLICY] = Policy.build(
+        settings.email_domain, settings.allowed_emails(), settings.insecure_allow_unverified_email
+    )
+    app[CLAIMS] = ClaimMapping()
+    provider = _provider_config(settings)
+    if settings.oidc_type == "embedded":
+        provider = _mount_embedded_idp(app, settings, provider, clock)
+    app.cleanup_ctx.append(functools.partial(_oidc_ctx, config=provider))
+    app.cleanup_ctx.append(_upstream_ctx)
+    _routes(app)
+    return app
+
+
+def _provider_config(settings: Settings) -> ProviderConfig:
+    return ProviderConfig(
+        issuer=settings.oidc_issuer_url,
+        client_id=settings.client_id,
+        client_secret=settings.client_secret_value(),
+        scope=settings.scope,
+    )
+
+
+def base_url(settings: Settings) -> str:
+    """Where a browser on this machine reaches the proxy: --redirect-url's origin, else the address."""
+    if settings.redirect_url:
+        return settings.redirect_url.rsplit("/oauth2/", 1)[0]
+    host, port = split_address(settings.http_address)
+    if host in ("0.0.0.0", "::"):  # noqa: S104 - naming the wildcard, not binding it
+        host = "127.0.0.1"
+    return f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+
+
+def _mount_embedded_idp(
+    app: web.Application, settings: Settings, provider: ProviderConfig, clock: Clock
+) -> ProviderConfig:
+    """--oidc-type embedded: the development provider under /dev-idp, our client registered with it."""
+    issuer = base_url(settings) + "/dev-idp"
+    client = IdPClient(
+        client_id=provider.client_id or "oidcproxy-dev",
+        client_secret=provider.client_secret or secrets.token_urlsafe(32),
+        redirect_uris=(settings.redirect_url or base_url(settings) + "/oauth2/callback",),
+        post_logout_redirect_uris=(base_url(settings) + "/oauth2/sign_out",),
+        allow_loopback_redirects=True,
+    )
+    idp_app, _ = build_idp_app(
+        IdPConfig(issuer=issuer, clients=(client,), signing_alg=settings.dev_idp_signing_alg, clock=clock)
+    )
+    app.add_subapp("/dev-idp", idp_app)
+    return ProviderConfig(
+        issuer=issuer,
+        client_id=client.client_id,
+        client_secret=client.client_secret,
+        scope=provider.scope,
+    )
+
+
+def _routes(app: web.Application) -> None:
+    app.router.add_get("/oauth2/sign_in", handlers.sign_in)
+    app.router.add_get("/oauth2/start", handlers.start)
+    app.router.add_get("/oauth2/callback", handlers.callback)
+    app.router.add_route("*", "/oauth2/sign_out", handlers.sign_out)
+    app.router.add_get("/oauth2/userinfo", handlers.userinfo)
+    app.router.add_get("/oauth2/auth", handlers.auth)
+    app.router.add_get("/ping", handlers.ping)
+    app.router.add_get("/ready", handlers.ready)
+    app.router.add_route("*", "/{tail:.*}", handlers.gate)
+
+
+async def _oidc_ctx(app: web.Application, *, config: ProviderConfig) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    timeout = aiohttp.ClientTimeout(total=settings.provider_timeout)
+    async with aiohttp.ClientSession(timeout=timeout, cookie_jar=aiohttp.DummyCookieJar()) as http:
+        app[OIDC] = OIDCClient(http, config, app[CLOCK])
+        yield
+
+
+async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    routes = [Route.parse(url) for url in settings.upstream if not url.startswith("builtin:")]
+    demo: web.AppRunner | None = None
+    if "builtin:whoami" in settings.upstream:
+        demo = web.AppRunner(build_demo_app(), access_log=None)
+        await demo.setup()
+        site = web.TCPSite(demo, "127.0.0.1", 0)
+        await site.start()
+        port = demo.addresses[0][1]
+        routes.append(Route.parse(f"http://127.0.0.1:{port}/"))
+    proxy = UpstreamProxy(
+        Router(routes),
+        HeaderPolicy(
+            cookie_name=settings.cookie_name,
+            pass_user_headers=settings.pass_user_headers,
+            pass_access_token=settings.pass_access_token,
+            pass_authorization_header=settings.pass_authorization_header,
+            pass_host_header=settings.pass_host_header,
+        ),
+        response_timeout_s=settings.upstream_timeout,
+        max_field_size=MAX_FIELD_SIZE,
+    )
+    await proxy.start()
+    app[PROXY] = proxy
+    yield
+    await proxy.close()
+    if demo is not None:
+        await demo.cleanup()
+
+
+def run(settings: Settings, announce: Callable[[str], None] = print) -> None:
+    host, port = split_address(settings.http_address)
+    app = build_app(settings)
+    if settings.oidc_type == "embedded":
+        print(warning_text(remote=settings.dev_idp_allow_remote), file=sys.stderr, flush=True)
+    announce(f"oidcproxy listening on {settings.http_address}")
+    if settings.dev:
+        announce(f"Open {base_url(settings)}/ and sign in with any email and password.")
+    web.run_app(app, host=host, port=port, print=None, access_log=logging.getLogger("oidcproxy.access"))
