@@ -46,6 +46,7 @@ __all__ = [
     "format_duration",
     "load_settings",
     "parse_duration",
+    "shown_default",
     "split_address",
 ]
 
@@ -343,7 +344,7 @@ def _kind(info: FieldInfo) -> str:
     return "value"
 
 
-def _shown_default(name: str, info: FieldInfo) -> str:
+def shown_default(name: str, info: FieldInfo) -> str:
     if info.default_factory is not None:
         return "none"
     value = info.default
@@ -368,7 +369,7 @@ def build_parser(prog: str = "oidcproxy") -> argparse.ArgumentParser:
     parser.add_argument("--config", metavar="FILE", help=f"TOML file of options [env {ENV_PREFIX}CONFIG]")
     for name, info in Settings.model_fields.items():
         kind = _kind(info)
-        help_text = f"{info.description} [env {env_name(name)}, default {_shown_default(name, info)}]"
+        help_text = f"{info.description} [env {env_name(name)}, default {shown_default(name, info)}]"
         if kind == "bool":
             parser.add_argument(
                 flag_name(name), dest=name, nargs="?", const="true", metavar="BOOL", help=help_text

@@ -11,7 +11,8 @@ from aiohttp.test_utils import TestServer
 
 from oidcproxy.server import build_app
 from tests.factories import echo_app, make_settings
-from tests.support.nodeidp import NodeIdP, ensure_node_modules, start_node_idp
+from tests.support.devidp import dev_login
+from tests.support.nodeidp import NodeIdP, ensure_node_modules, provider_login, start_node_idp
 
 USERS: dict[str, dict[str, Any]] = {
     "alice": {
@@ -39,17 +40,52 @@ async def upstream(aiohttp_server: Any) -> TestServer:
     return server
 
 
+class Provider:
+    """Which provider a test signs in at, and how a person signs in there."""
+
+    def __init__(self, kind: str, node: NodeIdP | None) -> None:
+        self.kind = kind
+        self.node = node
+
+    def settings(self, port: int) -> dict[str, Any]:
+        if self.node is not None:
+            return {
+                "oidc_issuer_url": self.node.issuer,
+                "client_id": self.node.client_id,
+                "client_secret": self.node.client_secret,
+            }
+        return {"oidc_type": "embedded", "http_address": f"127.0.0.1:{port}"}
+
+    async def login(self, session: aiohttp.ClientSession, authorize_url: str, *, login: str) -> str:
+        if self.node is not None:
+            return await provider_login(session, authorize_url, login=login)
+        user = USERS[login]
+        return await dev_login(
+            session,
+            authorize_url,
+            email=user["email"],
+            name=user.get("name", ""),
+            groups=",".join(user["groups"]),
+        )
+
+
+@pytest.fixture(params=["node", "embedded"])
+def provider(request: pytest.FixtureRequest) -> Provider:
+    """The login-flow tests run against both: the npm oidc-provider and our embedded one."""
+    if request.param == "node":
+        return Provider("node", request.getfixturevalue("node_idp"))
+    return Provider("embedded", None)
+
+
 @pytest.fixture
-def proxy_factory(aiohttp_server: Any, upstream: TestServer, node_idp: NodeIdP) -> Any:
+def proxy_factory(
+    aiohttp_server: Any, upstream: TestServer, provider: Provider, unused_tcp_port_factory: Any
+) -> Any:
     async def make(**overrides: Any) -> TestServer:
-        values: dict[str, Any] = {
-            "upstream": [str(upstream.make_url("/"))],
-            "oidc_issuer_url": node_idp.issuer,
-            "client_id": node_idp.client_id,
-            "client_secret": node_idp.client_secret,
-        }
+        port = unused_tcp_port_factory()
+        values: dict[str, Any] = {"upstream": [str(upstream.make_url("/"))], **provider.settings(port)}
         values.update(overrides)
-        server: TestServer = await aiohttp_server(build_app(make_settings(**values)))
+        server: TestServer = await aiohttp_server(build_app(make_settings(**values)), port=port)
         return server
 
     return make

@@ -12,18 +12,17 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from tests.factories import walk_login
-from tests.support.nodeidp import provider_login
 
 HTML = {"Accept": "text/html"}
 
 
-async def signed_in(proxy: TestServer, browser: aiohttp.ClientSession) -> None:
-    final = await walk_login(browser, proxy.make_url("/"), "/", provider_login, login="alice")
+async def signed_in(proxy: TestServer, browser: aiohttp.ClientSession, provider: Any) -> None:
+    final = await walk_login(browser, proxy.make_url("/"), "/", provider.login, login="alice")
     assert final.status == 200
 
 
-async def test_large_download_streams(proxy: TestServer, browser: Any) -> None:
-    await signed_in(proxy, browser)
+async def test_large_download_streams(proxy: TestServer, browser: Any, provider: Any) -> None:
+    await signed_in(proxy, browser, provider)
     size = 64 * 1024 * 1024
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     resp = await browser.get(proxy.make_url("/big").with_query(bytes=size))
@@ -37,8 +36,8 @@ async def test_large_download_streams(proxy: TestServer, browser: Any) -> None:
     assert grown_kib < 32 * 1024, f"peak memory grew {grown_kib} KiB for a {size >> 20} MiB body"
 
 
-async def test_large_upload_streams(proxy: TestServer, browser: Any) -> None:
-    await signed_in(proxy, browser)
+async def test_large_upload_streams(proxy: TestServer, browser: Any, provider: Any) -> None:
+    await signed_in(proxy, browser, provider)
     size = 32 * 1024 * 1024
 
     async def body() -> Any:
@@ -51,8 +50,8 @@ async def test_large_upload_streams(proxy: TestServer, browser: Any) -> None:
     assert (await resp.json()) == {"received": size}
 
 
-async def test_websocket_passes_identity_and_messages(proxy: TestServer, browser: Any) -> None:
-    await signed_in(proxy, browser)
+async def test_websocket_passes_identity_and_messages(proxy: TestServer, browser: Any, provider: Any) -> None:
+    await signed_in(proxy, browser, provider)
     async with browser.ws_connect(proxy.make_url("/ws"), protocols=("chat",)) as ws:
         assert ws.protocol == "chat"
         hello = await ws.receive_json()
@@ -77,9 +76,11 @@ async def test_websocket_without_session_refused(proxy: TestServer) -> None:
             raise AssertionError("websocket opened without a session")
 
 
-async def test_upstream_down_gives_502_page(proxy_factory: Any, browser: Any, unused_tcp_port: int) -> None:
+async def test_upstream_down_gives_502_page(
+    proxy_factory: Any, browser: Any, unused_tcp_port: int, provider: Any
+) -> None:
     proxy = await proxy_factory(upstream=[f"http://127.0.0.1:{unused_tcp_port}/"])
-    await signed_in_anyway(proxy, browser)
+    await signed_in_anyway(proxy, browser, provider)
     resp = await browser.get(proxy.make_url("/x"), headers=HTML)
     assert resp.status == 502
     text = await resp.text()
@@ -87,12 +88,14 @@ async def test_upstream_down_gives_502_page(proxy_factory: Any, browser: Any, un
     assert "Traceback" not in text and "ClientConnectorError" not in text
 
 
-async def signed_in_anyway(proxy: TestServer, browser: aiohttp.ClientSession) -> None:
-    final = await walk_login(browser, proxy.make_url("/"), "/", provider_login, login="alice")
+async def signed_in_anyway(proxy: TestServer, browser: aiohttp.ClientSession, provider: Any) -> None:
+    final = await walk_login(browser, proxy.make_url("/"), "/", provider.login, login="alice")
     assert final.status == 502
 
 
-async def test_slow_upstream_gives_504(proxy_factory: Any, aiohttp_server: Any, browser: Any) -> None:
+async def test_slow_upstream_gives_504(
+    proxy_factory: Any, aiohttp_server: Any, browser: Any, provider: Any
+) -> None:
     async def slow(request: web.Request) -> web.Response:
         await asyncio.sleep(5)
         return web.Response(text="late")
@@ -102,7 +105,7 @@ async def test_slow_upstream_gives_504(proxy_factory: Any, aiohttp_server: Any, 
     server = await aiohttp_server(app)
     proxy = await proxy_factory(upstream=[str(server.make_url("/"))], upstream_timeout="0.3s")
     start = await browser.get(proxy.make_url("/oauth2/start"), allow_redirects=False)
-    callback = await provider_login(browser, start.headers["Location"], login="alice")
+    callback = await provider.login(browser, start.headers["Location"], login="alice")
     assert (await browser.get(callback, allow_redirects=False)).status == 302
     resp = await browser.get(proxy.make_url("/x"), headers={"Accept": "application/json"})
     assert resp.status == 504
@@ -110,7 +113,7 @@ async def test_slow_upstream_gives_504(proxy_factory: Any, aiohttp_server: Any, 
 
 
 async def test_path_prefix_routes(
-    proxy_factory: Any, aiohttp_server: Any, upstream: TestServer, browser: Any
+    proxy_factory: Any, aiohttp_server: Any, upstream: TestServer, browser: Any, provider: Any
 ) -> None:
     async def other(request: web.Request) -> web.Response:
         return web.json_response({"other": request.path})
@@ -119,6 +122,6 @@ async def test_path_prefix_routes(
     app.router.add_get("/{tail:.*}", other)
     second = await aiohttp_server(app)
     proxy = await proxy_factory(upstream=[str(upstream.make_url("/")), str(second.make_url("/api/"))])
-    await signed_in(proxy, browser)
+    await signed_in(proxy, browser, provider)
     assert (await (await browser.get(proxy.make_url("/api/v1"))).json()) == {"other": "/api/v1"}
     assert (await (await browser.get(proxy.make_url("/apix"))).json())["path"] == "/apix"
