@@ -169,7 +169,10 @@ def run(settings: Settings, announce: Callable[[str], None] = print) -> None:
     app = build_app(settings)
     if settings.oidc_type == "embedded":
         print(warning_text(remote=settings.dev_idp_allow_remote), file=sys.stderr, flush=True)
-    announce(f"oidcproxy listening on {settings.http_address}")
-    if settings.dev:
-        announce(f"Open {base_url(settings)}/ and sign in with any email and password.")
-    web.run_app(app, host=host, port=port, print=None, access_log=logging.getLogger("oidcproxy.access"))
+
+    def listening(_: str) -> None:
+        announce(f"oidcproxy listening on {settings.http_address}")
+        if settings.dev:
+            announce(f"Open {base_url(settings)}/ and sign in with any email and password.")
+
+    web.run_app(app, host=host, port=port, print=listening, access_log=logging.getLogger("oidcproxy.access"))
