@@ -1,12 +1,29 @@
 """OpenID Connect relying party, written from the specifications.
 
 metadata (discovery document) and jwks (key set cache) do the slow-path I/O with aiohttp; tokens
-(signature and claim checks) and claims (claims -> Identity) are pure; client ties them together for
-the authorization request, the code exchange and refresh. Nothing here blocks the event loop.
+(signature and claim checks), claims (claims -> Identity) and refresh_state are pure; client ties them
+together for the authorization request, the code exchange, refresh and userinfo; refresh runs one
+refresh per session; bearer verifies `Authorization: Bearer` JWTs. Nothing here blocks the event loop.
 """
 
-from oidcproxy.oidc.claims import ClaimMapping
-from oidcproxy.oidc.client import OIDCClient, ProviderConfig
+from oidcproxy.oidc.bearer import BearerVerifier, bearer_token
+from oidcproxy.oidc.claims import ClaimMapping, parse_pairs
+from oidcproxy.oidc.client import Endpoints, OIDCClient, ProviderConfig, RefreshRefused, ssl_context
+from oidcproxy.oidc.refresh import Refresher, RefreshPolicy, refresh_state
 from oidcproxy.oidc.tokens import TokenInvalid
 
-__all__ = ["ClaimMapping", "OIDCClient", "ProviderConfig", "TokenInvalid"]
+__all__ = [
+    "BearerVerifier",
+    "ClaimMapping",
+    "Endpoints",
+    "OIDCClient",
+    "ProviderConfig",
+    "RefreshPolicy",
+    "RefreshRefused",
+    "Refresher",
+    "TokenInvalid",
+    "bearer_token",
+    "parse_pairs",
+    "refresh_state",
+    "ssl_context",
+]

@@ -1,14 +1,16 @@
-"""The relying party: authorization URL, code exchange and ID token validation over aiohttp.
+"""The relying party: authorization URL, code exchange, refresh, userinfo and token validation.
 
-Discovery and keys are loaded lazily and once (under a lock), so the proxy starts even while the
-provider is down and /ready tells when it has come up. Third-party errors become IdPUnavailable or
-LoginFailed here, at the edge.
+Discovery (or the manual endpoints of --skip-oidc-discovery) and keys are loaded lazily and once
+(under a lock), so the proxy starts even while the provider is down and /ready tells when it has come
+up. Third-party errors become IdPUnavailable, LoginFailed or RefreshRefused here, at the edge.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -18,13 +20,54 @@ from authlib.common.urls import add_params_to_uri
 
 from oidcproxy.errors import IdPUnavailable, LoginFailed
 from oidcproxy.model import Clock, Tokens
+from oidcproxy.oidc.claims import missing_profile_claims
 from oidcproxy.oidc.jwks import KeySet
 from oidcproxy.oidc.metadata import ProviderMetadata
-from oidcproxy.oidc.tokens import ASYMMETRIC, TokenCheck, TokenInvalid, check_claims, unverified_header
+from oidcproxy.oidc.tokens import (
+    ASYMMETRIC,
+    TokenCheck,
+    TokenInvalid,
+    check_claims,
+    is_jwt,
+    unverified_header,
+)
 
-__all__ = ["OIDCClient", "ProviderConfig"]
+__all__ = ["Endpoints", "OIDCClient", "ProviderConfig", "RefreshRefused", "TokenRefused", "ssl_context"]
 
 log = logging.getLogger("oidcproxy.oidc")
+
+# RFC 6749 5.2: errors after which retrying the same refresh token cannot succeed.
+_FATAL = frozenset({"invalid_grant", "invalid_client", "unauthorized_client", "unsupported_grant_type"})
+
+
+class TokenRefused(LoginFailed):
+    """The token endpoint answered 4xx; `error` is its RFC 6749 5.2 error code."""
+
+    def __init__(self, detail: str, error: str) -> None:
+        super().__init__(detail)
+        self.error = error
+
+
+class RefreshRefused(TokenRefused):
+    """A refresh the provider will never grant (invalid_grant, invalid_client): the session ends."""
+
+
+def ssl_context(ca_files: Iterable[str]) -> ssl.SSLContext:
+    """The system trust store, plus each PEM CA file given (read once, at start-up)."""
+    context = ssl.create_default_context()
+    for path in ca_files:
+        context.load_verify_locations(cafile=path)
+    return context
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoints:
+    """The manual endpoints of --skip-oidc-discovery (Headplane's style of configuration)."""
+
+    authorization: str
+    token: str
+    jwks: str
+    userinfo: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +77,13 @@ class ProviderConfig:
     client_secret: str = field(repr=False)
     scope: str = "openid email profile"
     extra_audiences: tuple[str, ...] = ()
+    validator_issuer: str = ""
+    validator_client_id: str = ""
+    use_access_token: bool = False
+    endpoints: Endpoints | None = None
+    auth_extra_params: tuple[tuple[str, str], ...] = ()
+    jwks_min_refetch_s: float = 30.0
+    profile_claims: tuple[str, str] = ("email", "groups")
 
 
 class OIDCClient:
@@ -49,15 +99,36 @@ class OIDCClient:
     def ready(self) -> bool:
         return self._metadata is not None
 
+    @property
+    def keys(self) -> KeySet | None:
+        """The provider's key set, once loaded (tests count its fetches)."""
+        return self._keys
+
     async def metadata(self) -> ProviderMetadata:
         if self._metadata is None:
             async with self._lock:
                 if self._metadata is None:
-                    meta = await ProviderMetadata.discover(self._http, self.config.issuer)
-                    self._keys = KeySet(self._http, meta.jwks_uri, self._clock)
+                    meta = await self._load_metadata()
+                    self._keys = KeySet(
+                        self._http, meta.jwks_uri, self._clock, min_refetch_s=self.config.jwks_min_refetch_s
+                    )
                     self._metadata = meta
-                    log.info("provider discovered: %s", meta.issuer)
+                    log.info("provider configured: %s", meta.issuer)
         return self._metadata
+
+    async def _load_metadata(self) -> ProviderMetadata:
+        manual = self.config.endpoints
+        if manual is None:
+            return await ProviderMetadata.discover(self._http, self.config.issuer)
+        return ProviderMetadata(
+            issuer=self.config.issuer,
+            authorization_endpoint=manual.authorization,
+            token_endpoint=manual.token,
+            jwks_uri=manual.jwks,
+            userinfo_endpoint=manual.userinfo,
+            id_token_signing_alg_values_supported=tuple(sorted(ASYMMETRIC)),
+            token_endpoint_auth_methods_supported=("client_secret_basic", "client_secret_post"),
+        )
 
     async def authorize_url(self, redirect_uri: str, state: str, nonce: str, code_challenge: str) -> str:
         meta = await self.metadata()
@@ -71,12 +142,14 @@ class OIDCClient:
         ]
         if code_challenge:
             params += [("code_challenge", code_challenge), ("code_challenge_method", "S256")]
+        reserved = {k for k, _ in params}  # extra parameters never override the protocol's own
+        params += [(k, v) for k, v in self.config.auth_extra_params if k not in reserved]
         return str(add_params_to_uri(meta.authorization_endpoint, params))
 
     async def exchange(
         self, code: str, *, redirect_uri: str, verifier: str, nonce: str
     ) -> tuple[Tokens, dict[str, Any]]:
-        """Redeem the code; answers the tokens and the verified ID token claims."""
+        """Redeem the code; answers the tokens and the verified ID token claims (plus userinfo's)."""
         form = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri}
         if verifier:
             form["code_verifier"] = verifier
@@ -85,31 +158,107 @@ class OIDCClient:
         if not isinstance(id_token, str):
             raise LoginFailed("token endpoint returned no id_token")
         claims = await self.verify_id_token(id_token, nonce=nonce)
-        return self._tokens(reply, id_token), claims
+        tokens = self._tokens(reply, id_token, "")
+        await self.verify_passed_token(tokens)
+        if missing_profile_claims(claims, *self.config.profile_claims):
+            claims = await self._with_userinfo(claims, tokens.access_token)
+        return tokens, claims
+
+    async def refresh(self, tokens: Tokens) -> tuple[Tokens, dict[str, Any] | None]:
+        """Redeem the refresh token (RFC 6749 6); the new tokens, and the new ID token's claims if any.
+
+        RefreshRefused when the provider will never accept it; IdPUnavailable for a transient fault.
+        """
+        form = {"grant_type": "refresh_token", "refresh_token": tokens.refresh_token}
+        try:
+            reply = await self._token_request(form)
+        except TokenRefused as exc:
+            if exc.error in _FATAL:
+                raise RefreshRefused(exc.detail, exc.error) from None
+            raise IdPUnavailable(f"refresh refused for now: {exc.detail}") from None
+        id_token = reply.get("id_token")
+        claims: dict[str, Any] | None = None
+        if isinstance(id_token, str):
+            # OIDC Core 12.2: same iss, sub and aud as the first ID token; no nonce to compare.
+            claims = await self.verify_id_token(id_token, nonce=None)
+        new = self._tokens(
+            reply, id_token if isinstance(id_token, str) else tokens.id_token, tokens.refresh_token
+        )
+        await self.verify_passed_token(new)
+        return new, claims
 
     async def verify_id_token(self, token: str, nonce: str | None) -> dict[str, Any]:
         meta = await self.metadata()
-        allowed = ASYMMETRIC.intersection(meta.id_token_signing_alg_values_supported)
-        if not allowed:
-            raise TokenInvalid("the provider advertises no asymmetric ID token algorithm")
-        header = unverified_header(token, allowed)
-        assert self._keys is not None  # noqa: S101 - set together with the metadata
-        key = await self._keys.key(header.get("kid"))
         check = TokenCheck(
             issuer=meta.issuer,
             audiences=(self.config.client_id, *self.config.extra_audiences),
-            algorithms=tuple(sorted(allowed)),
+            algorithms=self.algorithms(meta),
             client_id=self.config.client_id,
         )
+        return await self.verify(token, check, nonce)
+
+    async def verify_passed_token(self, tokens: Tokens) -> None:
+        """--oidc-use-access-token: a JWT access token must pass the validator's issuer and audience.
+
+        An opaque one (Google, some Okta setups) passes as it is: the ID token was verified already.
+        """
+        if not self.config.use_access_token or not is_jwt(tokens.access_token):
+            return
+        meta = await self.metadata()
+        check = TokenCheck(
+            issuer=self.config.validator_issuer or meta.issuer,
+            audiences=(
+                self.config.validator_client_id or self.config.client_id,
+                *self.config.extra_audiences,
+            ),
+            algorithms=self.algorithms(meta),
+        )
+        await self.verify(tokens.access_token, check, None)
+
+    async def verify(self, token: str, check: TokenCheck, nonce: str | None = None) -> dict[str, Any]:
+        """Verified claims of a token signed with one of the provider's keys."""
+        header = unverified_header(token, check.algorithms)
+        await self.metadata()
+        assert self._keys is not None  # noqa: S101 - set together with the metadata
+        key = await self._keys.key(header.get("kid"))
         return check_claims(token, key, check, self._clock(), nonce)
 
-    def _tokens(self, reply: dict[str, Any], id_token: str) -> Tokens:
+    @staticmethod
+    def algorithms(meta: ProviderMetadata) -> tuple[str, ...]:
+        allowed = ASYMMETRIC.intersection(meta.id_token_signing_alg_values_supported)
+        if not allowed:
+            raise TokenInvalid("the provider advertises no asymmetric ID token algorithm")
+        return tuple(sorted(allowed))
+
+    async def _with_userinfo(self, claims: dict[str, Any], access_token: str) -> dict[str, Any]:
+        """OIDC Core 5.3: fill in what the ID token lacks; userinfo's sub must be the same person."""
+        meta = await self.metadata()
+        if not meta.userinfo_endpoint or not access_token:
+            return claims
+        try:
+            async with self._http.get(
+                meta.userinfo_endpoint,
+                headers={"Authorization": f"Bearer {access_token}", "Accept": "application/json"},
+            ) as resp:
+                body = await resp.json(content_type=None) if resp.status == 200 else None
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise IdPUnavailable(f"userinfo endpoint: {type(exc).__name__}: {exc}") from exc
+        if not isinstance(body, dict):
+            log.warning("userinfo endpoint answered %d without claims; using the ID token alone", status)
+            return claims
+        if body.get("sub") != claims.get("sub"):
+            # OIDC Core 5.3.2: the sub in the userinfo response MUST be verified to match.
+            raise TokenInvalid("userinfo sub differs from the ID token's")
+        return {**body, **claims}
+
+    def _tokens(self, reply: dict[str, Any], id_token: str, old_refresh_token: str) -> Tokens:
         expires_in = reply.get("expires_in")
         expires_at = self._clock() + float(expires_in) if isinstance(expires_in, int | float) else 0.0
         return Tokens(
             id_token=id_token,
             access_token=str(reply.get("access_token") or ""),
-            refresh_token=str(reply.get("refresh_token") or ""),
+            refresh_token=str(reply.get("refresh_token") or old_refresh_token),
             expires_at=expires_at,
         )
 
@@ -126,14 +275,15 @@ class OIDCClient:
             )
         try:
             async with self._http.post(meta.token_endpoint, data=form, headers=headers) as resp:
-                body = await resp.json(content_type=None)
                 status = resp.status
+                body = await resp.json(content_type=None)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise IdPUnavailable(f"token endpoint: {type(exc).__name__}: {exc}") from exc
-        if not isinstance(body, dict):
-            raise IdPUnavailable(f"token endpoint answered {status} without a JSON object")
         if status >= 500:
             raise IdPUnavailable(f"token endpoint answered {status}")
+        if not isinstance(body, dict):
+            raise IdPUnavailable(f"token endpoint answered {status} without a JSON object")
         if status != 200:
-            raise LoginFailed(f"token endpoint refused: {status} {body.get('error')!r}")
+            error = str(body.get("error") or "")
+            raise TokenRefused(f"token endpoint refused: {status} {error!r}", error)
         return body

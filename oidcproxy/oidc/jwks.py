@@ -1,5 +1,8 @@
 """The provider's key set, cached. An unknown `kid` causes one shared, rate-limited refetch.
 
+The cache lives as long as the answer's `Cache-Control: max-age` says (clamped to 1 min .. 1 day), an
+hour without one; `no-store`/`no-cache` still keep it for the minimum, so a flood cannot pass through.
+
 Fetched with aiohttp and parsed with `jwt.PyJWKSet` (never `jwt.PyJWKClient`, which blocks).
 """
 
@@ -15,7 +18,25 @@ from oidcproxy.model import Clock
 from oidcproxy.oidc.metadata import get_json
 from oidcproxy.oidc.tokens import TokenInvalid
 
-__all__ = ["KeySet"]
+__all__ = ["KeySet", "cache_ttl"]
+
+_MIN_TTL_S, _MAX_TTL_S = 60.0, 86400.0
+
+
+def cache_ttl(cache_control: str, default: float) -> float:
+    """Seconds to keep a response with this Cache-Control header (RFC 9111 5.2.2)."""
+    directives = {}
+    for part in cache_control.lower().split(","):
+        key, _, value = part.strip().partition("=")
+        directives[key] = value.strip('"')
+    if "no-store" in directives or "no-cache" in directives:
+        return _MIN_TTL_S
+    try:
+        age = float(directives["max-age"])
+    except (KeyError, ValueError):
+        return default
+    return min(_MAX_TTL_S, max(_MIN_TTL_S, age))
+
 
 log = logging.getLogger("oidcproxy.oidc")
 
@@ -35,7 +56,7 @@ class KeySet:
         self._http = http
         self._uri = uri
         self._clock = clock
-        self._ttl_s = ttl_s
+        self._ttl_s = self._default_ttl_s = ttl_s
         self._min_refetch_s = min_refetch_s
         self._keys: dict[str, jwt.PyJWK] = {}
         self._fetched_at = float("-inf")
@@ -66,9 +87,10 @@ class KeySet:
             if not force and self._clock() - self._fetched_at < self._min_refetch_s:
                 log.warning("unknown key id; not refetching the key set again so soon")
                 return
-            doc, _ = await get_json(self._http, self._uri, "jwks")
+            doc, cache_control = await get_json(self._http, self._uri, "jwks")
             self.fetches += 1
             self._fetched_at = self._clock()
+            self._ttl_s = cache_ttl(cache_control, self._default_ttl_s)
             keys: dict[str, jwt.PyJWK] = {}
             for data in doc.get("keys", []):
                 if data.get("use", "sig") != "sig":

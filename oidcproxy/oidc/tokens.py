@@ -16,12 +16,16 @@ import jwt
 
 from oidcproxy.errors import LoginFailed
 
-__all__ = ["ASYMMETRIC", "TokenCheck", "TokenInvalid", "check_claims", "unverified_header"]
+__all__ = ["ASYMMETRIC", "TokenCheck", "TokenInvalid", "check_claims", "is_jwt", "unverified_header"]
 
 ASYMMETRIC = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 )
-_REQUIRED = ["exp", "iat", "iss", "aud", "sub"]
+_REQUIRED = ["exp", "iat", "iss", "aud"]
+_NO_SUB = (
+    "The identity provider sent a token without a subject (sub) claim, so nobody can be signed in "
+    "with it. Ask the provider's administrator to include sub."
+)
 
 
 class TokenInvalid(LoginFailed):
@@ -35,6 +39,17 @@ class TokenCheck:
     algorithms: tuple[str, ...]
     client_id: str = ""
     leeway_s: float = 60.0
+    require_iat: bool = True
+
+
+def is_jwt(token: str) -> bool:
+    """Three base64url parts whose header names an algorithm: a JWS (RFC 7515 7.1), not an opaque token."""
+    if token.count(".") != 2:
+        return False
+    try:
+        return "alg" in jwt.get_unverified_header(token)
+    except jwt.DecodeError:
+        return False
 
 
 def unverified_header(token: str, allowed: Collection[str]) -> dict[str, Any]:
@@ -59,7 +74,7 @@ def check_claims(
             audience=list(check.audiences),
             issuer=check.issuer,
             options={
-                "require": _REQUIRED,
+                "require": _REQUIRED if check.require_iat else [r for r in _REQUIRED if r != "iat"],
                 "verify_exp": False,  # checked below against the injected clock
                 "verify_iat": False,
                 "verify_nbf": False,
@@ -70,7 +85,8 @@ def check_claims(
     leeway = check.leeway_s
     if not isinstance(claims["exp"], int | float) or now > claims["exp"] + leeway:
         raise TokenInvalid("token expired")
-    if not isinstance(claims["iat"], int | float) or claims["iat"] > now + leeway:
+    iat = claims.get("iat", 0)
+    if not isinstance(iat, int | float) or iat > now + leeway:
         raise TokenInvalid("token issued in the future")
     nbf = claims.get("nbf")
     if nbf is not None and (not isinstance(nbf, int | float) or nbf > now + leeway):
@@ -80,6 +96,8 @@ def check_claims(
         raise TokenInvalid(f"token azp {azp!r} is not this client")
     if nonce is not None and not hmac.compare_digest(str(claims.get("nonce", "")), nonce):
         raise TokenInvalid("token nonce does not match the login attempt")
-    if not isinstance(claims["sub"], str) or not claims["sub"]:
-        raise TokenInvalid("token has no sub")
+    sub = claims.get("sub")
+    if not isinstance(sub, str) or not sub:
+        # OIDC Core 2: sub is REQUIRED; without it there is no stable identity to sign in.
+        raise TokenInvalid("token has no sub claim", public=_NO_SUB)
     return claims
