@@ -38,5 +38,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     from oidcproxy.server import run
 
-    run(settings, announce=lambda line: print(line, flush=True))
-    return 0
+    return run(settings, announce=lambda line: print(line, flush=True))

@@ -185,6 +185,12 @@ class Settings(BaseSettings):
     skip_provider_button: bool = _opt(False, "go straight to the provider, no sign-in page")
     show_debug_on_error: bool = _opt(False, "show error details on error pages (never in production)")
     log_level: Literal["debug", "info", "warning", "error"] = _opt("info", "log level")
+    request_logging: bool = _opt(True, "log one line per request (written off the event loop)")
+    workers: int = _opt(
+        0,
+        "processes serving --http-address together (SO_REUSEPORT); 0: one per CPU, "
+        "or 1 with --oidc-type embedded",
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -277,6 +283,10 @@ class Settings(BaseSettings):
             out.append("--cookie-samesite: none needs --cookie-secure=true (browsers drop it otherwise)")
         if self.redirect_url and not re.fullmatch(r"https?://[^\s?#]+", self.redirect_url):
             out.append(f"--redirect-url: {self.redirect_url!r} is not an http(s) URL")
+        if self.workers < 0:
+            out.append("--workers: must be 0 (one per CPU) or more")
+        elif embedded and self.workers > 1:
+            out.append("--workers: the embedded provider keeps its state in one process; use --workers 1")
         if self.cookie_expire <= 0:
             out.append("--cookie-expire: must be positive, e.g. 168h")
         if embedded and not self.dev_idp_allow_remote and not _is_loopback(self.http_address):

@@ -7,13 +7,15 @@ from __future__ import annotations
 import functools
 import logging
 import secrets
+import socket
 import sys
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import aiohttp
 from aiohttp import web
 
-from oidcproxy import handlers
+from oidcproxy import handlers, workers
 from oidcproxy.appkeys import CLAIMS, CLOCK, LOGIN, OIDC, POLICY, PROXY, SESSIONS, SETTINGS
 from oidcproxy.authz import Policy
 from oidcproxy.config import Settings, cookie_key_material, split_address
@@ -164,15 +166,39 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
         await demo.cleanup()
 
 
-def run(settings: Settings, announce: Callable[[str], None] = print) -> None:
+def run(settings: Settings, announce: Callable[[str], None] = print) -> int:
+    """Serve until SIGTERM/SIGINT: in this process, or in --workers processes under a supervisor."""
     host, port = split_address(settings.http_address)
-    app = build_app(settings)
     if settings.oidc_type == "embedded":
         print(warning_text(remote=settings.dev_idp_allow_remote), file=sys.stderr, flush=True)
+    count = settings.workers or (1 if settings.oidc_type == "embedded" else workers.default_workers())
 
-    def listening(_: str) -> None:
-        announce(f"oidcproxy listening on {settings.http_address}")
+    def listening(_: object) -> None:
+        plural = f" ({count} workers)" if count > 1 else ""
+        announce(f"oidcproxy listening on {settings.http_address}{plural}")
         if settings.dev:
             announce(f"Open {base_url(settings)}/ and sign in with any email and password.")
 
-    web.run_app(app, host=host, port=port, print=listening, access_log=logging.getLogger("oidcproxy.access"))
+    if count == 1:
+        _serve(settings, listening, host=host, port=port)
+        return 0
+    serve = functools.partial(_serve_on, settings)
+    return workers.supervise(host, port, count, serve, on_ready=listening)
+
+
+def _serve_on(settings: Settings, sock: socket.socket, ready: Callable[[], None]) -> None:
+    _serve(settings, lambda _: ready(), sock=sock)
+
+
+def _serve(settings: Settings, listening: Callable[[str], None] | None, **where: Any) -> None:
+    """One process's server: app built here (after any fork), uvloop if installed, logs off the loop."""
+    access_log = logging.getLogger("oidcproxy.access") if settings.request_logging else None
+    with workers.log_off_the_loop():
+        web.run_app(
+            build_app(settings),
+            print=listening,
+            access_log=access_log,
+            loop=workers.new_event_loop(),
+            shutdown_timeout=workers.WorkerPolicy().drain_s,
+            **where,
+        )

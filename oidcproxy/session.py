@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import zlib
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Protocol
 
@@ -17,7 +18,7 @@ from oidcproxy.cookies import CookiePolicy, SetCookie, chunk_names, join_cookie,
 from oidcproxy.crypto import KeyRing
 from oidcproxy.model import Clock, Identity, Session, Tokens
 
-__all__ = ["CookieSessionStore", "SessionCodec", "SessionStore"]
+__all__ = ["CookieSessionStore", "SessionCache", "SessionCodec", "SessionStore"]
 
 log = logging.getLogger("oidcproxy.session")
 
@@ -59,6 +60,49 @@ class SessionCodec:
             return None
 
 
+class SessionCache:
+    """A bounded LRU of opened sessions, keyed by the exact sealed cookie value.
+
+    A hit skips the AEAD open, the inflate and the JSON parse; it still answers None once the session
+    has expired, since expiry is checked against the clock on every lookup. Bounded both in entries and
+    in the characters of the sealed values it keeps (large sessions are ~40 KB each).
+    """
+
+    __slots__ = ("_chars", "_entries", "_max_chars", "_max_entries")
+
+    def __init__(self, max_entries: int = 4096, max_chars: int = 16 * 1024 * 1024) -> None:
+        self._entries: OrderedDict[str, Session] = OrderedDict()
+        self._max_entries = max_entries
+        self._max_chars = max_chars
+        self._chars = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, sealed: str, now: float) -> Session | None:
+        session = self._entries.get(sealed)
+        if session is None:
+            return None
+        if session.expired(now):
+            self._drop(sealed)
+            return None
+        self._entries.move_to_end(sealed)
+        return session
+
+    def put(self, sealed: str, session: Session) -> None:
+        if self._max_entries <= 0 or len(sealed) > self._max_chars or sealed in self._entries:
+            return
+        self._entries[sealed] = session
+        self._chars += len(sealed)
+        while len(self._entries) > self._max_entries or self._chars > self._max_chars:
+            oldest = next(iter(self._entries))
+            self._drop(oldest)
+
+    def _drop(self, sealed: str) -> None:
+        del self._entries[sealed]
+        self._chars -= len(sealed)
+
+
 class SessionStore(Protocol):
     async def load(self, cookies: Mapping[str, str]) -> Session | None: ...
     async def save(self, session: Session, cookies: Mapping[str, str]) -> list[SetCookie]: ...
@@ -68,25 +112,33 @@ class SessionStore(Protocol):
 class CookieSessionStore:
     """The whole session lives in the browser, sealed and split over as many cookies as it needs."""
 
-    __slots__ = ("_clock", "_codec", "_policy")
+    __slots__ = ("_cache", "_clock", "_codec", "_policy")
 
-    def __init__(self, keys: KeyRing, policy: CookiePolicy, clock: Clock) -> None:
+    def __init__(
+        self, keys: KeyRing, policy: CookiePolicy, clock: Clock, cache: SessionCache | None = None
+    ) -> None:
         self._codec = SessionCodec(keys, policy.name)
         self._policy = policy
         self._clock = clock
+        self._cache = SessionCache() if cache is None else cache
 
     def open(self, cookies: Mapping[str, str]) -> Session | None:
-        """Synchronous load for the hot path: no I/O happens here."""
+        """Synchronous load for the hot path: no I/O happens here, and a cache hit does no crypto."""
         sealed = join_cookie(self._policy.name, cookies)
         if sealed is None:
             return None
+        now = self._clock()
+        cached = self._cache.get(sealed, now)
+        if cached is not None:
+            return cached
         session = self._codec.decode(sealed)
         if session is None:
             log.debug("session cookie ignored: tampered, truncated or sealed with another secret")
             return None
-        if session.expired(self._clock()):
+        if session.expired(now):
             log.debug("session cookie ignored: expired")
             return None
+        self._cache.put(sealed, session)
         return session
 
     async def load(self, cookies: Mapping[str, str]) -> Session | None:

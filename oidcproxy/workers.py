@@ -1,0 +1,217 @@
+"""Process plumbing: N workers on one address (SO_REUSEPORT) under a supervising parent, uvloop when it
+is installed, and logging that writes from a thread instead of the event loop.
+
+The parent binds the address first (a busy port fails before anything forks, and port 0 is resolved
+once), forks the workers, restarts a worker that dies, and on SIGTERM or SIGINT forwards SIGTERM to
+every worker and waits for their graceful drain. Sessions live in cookies, so workers share nothing.
+Imports nothing from oidcproxy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import logging.handlers
+import multiprocessing
+import multiprocessing.connection
+import os
+import queue
+import signal
+import socket
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+__all__ = [
+    "WorkerPolicy",
+    "default_workers",
+    "log_off_the_loop",
+    "new_event_loop",
+    "reuseport_socket",
+    "supervise",
+]
+
+log = logging.getLogger("oidcproxy.workers")
+
+Serve = Callable[[socket.socket, Callable[[], None]], None]
+"""serve(sock, ready): serve on the bound socket until SIGTERM; call ready() once it accepts."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerPolicy:
+    """How the parent treats its workers."""
+
+    drain_s: float = 15.0  # how long a worker may drain after SIGTERM before it is killed
+    min_uptime_s: float = 2.0  # a worker that dies sooner counts as failing to start
+    max_quick_deaths: int = 5  # that many quick deaths in a row: give up rather than crash-loop
+
+
+def default_workers() -> int:
+    """One worker per CPU this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def reuseport_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to host:port with SO_REUSEPORT, not yet listening."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's loop when the `speed` extra is installed, else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+@contextlib.contextmanager
+def log_off_the_loop() -> Iterator[None]:
+    """Route the root logger's records through a queue to a thread that does the (blocking) writes."""
+    root = logging.getLogger()
+    handlers = list(root.handlers)
+    if not handlers:
+        yield
+        return
+    records: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    listener = logging.handlers.QueueListener(records, *handlers, respect_handler_level=True)
+    root.handlers = [logging.handlers.QueueHandler(records)]
+    listener.start()
+    try:
+        yield
+    finally:
+        listener.stop()
+        root.handlers = handlers
+
+
+def supervise(
+    host: str,
+    port: int,
+    count: int,
+    serve: Serve,
+    *,
+    policy: WorkerPolicy = WorkerPolicy(),
+    on_ready: Callable[[int], None] = lambda port: None,
+) -> int:
+    """Run `count` workers each calling serve(own socket on host:port, ready); return the exit code.
+
+    on_ready(port) is called once every first-generation worker accepts connections.
+    """
+    reserved = reuseport_socket(host, port)  # resolves port 0 and fails early on a busy address
+    try:
+        port = reserved.getsockname()[1]
+        return _Supervisor(host, port, count, serve, policy, reserved).run(on_ready)
+    finally:
+        reserved.close()
+
+
+class _Supervisor:
+    def __init__(
+        self, host: str, port: int, count: int, serve: Serve, policy: WorkerPolicy, reserved: socket.socket
+    ) -> None:
+        self._host, self._port, self._count = host, port, count
+        self._serve, self._policy, self._reserved = serve, policy, reserved
+        self._context = multiprocessing.get_context("fork")
+        self._workers: dict[int, tuple[multiprocessing.process.BaseProcess, float]] = {}
+        self._stopping = False
+        self._quick_deaths = 0
+        self._ready_r, self._ready_w = os.pipe()
+        self._parent = os.getpid()
+
+    def run(self, on_ready: Callable[[int], None]) -> int:
+        previous = {sig: signal.signal(sig, self._stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            for slot in range(self._count):
+                self._start(slot)
+            code = self._watch(lambda: on_ready(self._port))
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self._reap()
+            os.close(self._ready_r)
+            os.close(self._ready_w)
+        return code
+
+    def _start(self, slot: int) -> None:
+        process = self._context.Process(target=self._child, name=f"oidcproxy-worker-{slot}", daemon=False)
+        process.start()
+        self._workers[slot] = (process, time.monotonic())
+
+    def _child(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_DFL)
+        _die_with_parent(self._parent)
+        self._reserved.close()
+        os.close(self._ready_r)
+        self._serve(reuseport_socket(self._host, self._port), self._signal_ready)
+
+    def _signal_ready(self) -> None:
+        os.write(self._ready_w, b".")
+
+    def _stop(self, signum: int, frame: FrameType | None) -> None:
+        if not self._stopping:
+            log.info("%s: draining %d workers", signal.Signals(signum).name, len(self._workers))
+        self._stopping = True
+        for process, _ in self._workers.values():
+            if process.is_alive() and process.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGTERM)
+
+    def _watch(self, on_ready: Callable[[], None]) -> int:
+        waiting = self._count
+        while not self._stopping:
+            sentinels: list[Any] = [p.sentinel for p, _ in self._workers.values()]
+            if self._ready_r in multiprocessing.connection.wait([*sentinels, self._ready_r], timeout=1.0):
+                ready = len(os.read(self._ready_r, 4096))
+                if 0 < waiting <= ready:
+                    on_ready()
+                waiting -= ready
+            for slot, (process, started) in list(self._workers.items()):
+                if process.is_alive() or self._stopping:
+                    continue
+                process.join()
+                quick = time.monotonic() - started < self._policy.min_uptime_s
+                self._quick_deaths = self._quick_deaths + 1 if quick else 0
+                log.warning("worker %d (pid %s) died with exit code %s", slot, process.pid, process.exitcode)
+                if self._quick_deaths >= self._policy.max_quick_deaths:
+                    log.error("workers keep dying at start; giving up")
+                    self._stop(signal.SIGTERM, None)
+                    return 1
+                self._start(slot)
+        return 0
+
+    def _reap(self) -> None:
+        deadline = time.monotonic() + self._policy.drain_s + 5.0
+        for process, _ in self._workers.values():
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.is_alive():
+                log.warning("worker pid %s did not drain in time; killing it", process.pid)
+                process.kill()
+                process.join()
+
+
+def _die_with_parent(parent: int) -> None:
+    """Linux: a SIGKILLed supervisor must not leave orphan workers holding the port."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # it died before prctl took effect
+        os._exit(0)
+
+
+_PR_SET_PDEATHSIG = 1
