@@ -185,6 +185,34 @@ class Settings(BaseSettings):
     skip_provider_button: bool = _opt(False, "go straight to the provider, no sign-in page")
     show_debug_on_error: bool = _opt(False, "show error details on error pages (never in production)")
     log_level: Literal["debug", "info", "warning", "error"] = _opt("info", "log level")
+    # -- behind a reverse proxy / NGINX ingress
+    reverse_proxy: bool = _opt(
+        False, "trust X-Forwarded-* and Forwarded headers, only from --trusted-proxy-ip peers"
+    )
+    trusted_proxy_ip: StrList = _opt(
+        ["127.0.0.0/8", "::1/128"], "CIDR of a proxy whose forwarded headers count, repeatable"
+    )
+    whitelist_domain: StrList = _opt(
+        help="other host rd and Origin may name, repeatable; .example.com for subdomains, optional :port",
+        default_factory=list,
+    )
+    set_xauthrequest: bool = _opt(False, "/oauth2/auth answers with X-Auth-Request-User/-Email/-Groups")
+    set_authorization_header: bool = _opt(False, "/oauth2/auth answers with Authorization: Bearer <ID token>")
+    max_header_size: int = _opt(65536, "largest request header line in bytes; twice that in all")
+    skip_auth_route: StrList = _opt(
+        help="[METHOD=]regex of paths served without sign-in, repeatable (normalised path)",
+        default_factory=list,
+    )
+    skip_auth_preflight: bool = _opt(False, "let CORS preflight OPTIONS requests pass without sign-in")
+    api_route: StrList = _opt(
+        help="[METHOD=]regex of API paths: 401 instead of a sign-in redirect, repeatable",
+        default_factory=list,
+    )
+    websocket_handshake_timeout: Duration = _opt("10s", "time for the upstream's WebSocket handshake")
+    websocket_idle_timeout: Duration = _opt("0s", "close a WebSocket silent this long both ways; 0: never")
+    websocket_session_check: Duration = _opt(
+        "15s", "how often an open WebSocket checks its session; closed with 1008 once it expired"
+    )
     request_logging: bool = _opt(True, "log one line per request (written off the event loop)")
     workers: int = _opt(
         0,
@@ -289,12 +317,34 @@ class Settings(BaseSettings):
             out.append("--workers: the embedded provider keeps its state in one process; use --workers 1")
         if self.cookie_expire <= 0:
             out.append("--cookie-expire: must be positive, e.g. 168h")
+        out += self._edge_problems()
         if embedded and not self.dev_idp_allow_remote and not _is_loopback(self.http_address):
             out.append(
                 f"--http-address: {self.http_address} is not a loopback address and the embedded "
                 "development provider must not face users; listen on 127.0.0.1, or pass "
                 "--dev-idp-allow-remote if you really mean it"
             )
+        return out
+
+    def _edge_problems(self) -> list[str]:
+        """--trusted-proxy-ip, route regexes and header limits (the reverse-proxy options)."""
+        out: list[str] = []
+        for cidr in self.trusted_proxy_ip:
+            try:
+                ipaddress.ip_network(cidr.strip(), strict=False)
+            except ValueError:
+                out.append(f"--trusted-proxy-ip: {cidr!r} is not an address or CIDR, e.g. 10.0.0.0/8")
+        for flag, rules in (("--skip-auth-route", self.skip_auth_route), ("--api-route", self.api_route)):
+            for rule in rules:
+                method, sep, regex = rule.partition("=")
+                try:
+                    re.compile(regex if sep and re.fullmatch(r"[A-Za-z]+", method) else rule)
+                except re.error as exc:
+                    out.append(f"{flag}: {rule!r} is not a regular expression ({exc})")
+        if not 8190 <= self.max_header_size <= 1 << 20:
+            out.append("--max-header-size: must be between 8190 and 1048576 bytes, e.g. 65536")
+        if self.websocket_handshake_timeout <= 0 or self.websocket_session_check <= 0:
+            out.append("--websocket-handshake-timeout, --websocket-session-check: must be positive")
         return out
 
     def client_secret_value(self) -> str:

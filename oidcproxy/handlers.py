@@ -11,14 +11,15 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from oidcproxy.appkeys import CLAIMS, CLOCK, LOGIN, OIDC, POLICY, PROXY, SESSIONS, SETTINGS
+from oidcproxy.appkeys import CLAIMS, CLOCK, EDGE, LOGIN, OIDC, POLICY, PROXY, SESSIONS, SETTINGS
 from oidcproxy.cookies import SetCookie
-from oidcproxy.errors import IdPUnavailable, NotAuthenticated
-from oidcproxy.forwarded import callback_url
-from oidcproxy.login import safe_return_to
+from oidcproxy.errors import Forbidden, IdPUnavailable, NotAuthenticated
+from oidcproxy.forwarded import External, callback_url
+from oidcproxy.login import return_target
 from oidcproxy.middleware import page, redirect
-from oidcproxy.model import Session
+from oidcproxy.model import Identity, Session
 from oidcproxy.pages import sign_in_page, signed_out_page
+from oidcproxy.upstream import auth_request_headers, is_websocket_upgrade
 
 __all__ = [
     "apply_cookies",
@@ -52,7 +53,7 @@ def apply_cookies(response: web.StreamResponse, cookies: Iterable[SetCookie]) ->
 
 async def sign_in(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS]
-    rd = safe_return_to(request.query.get("rd"))
+    rd = _return_to(request)
     if settings.skip_provider_button:
         return await start(request)
     response = page(sign_in_page(settings.provider_display_name, "/oauth2/start?rd=" + quote(rd, safe="")))
@@ -62,8 +63,9 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
 
 async def start(request: web.Request) -> web.StreamResponse:
     app = request.app
-    return_to = safe_return_to(request.query.get("rd"))
-    redirect_uri = callback_url(app[SETTINGS].redirect_url, request.scheme, request.host)
+    return_to = _return_to(request)
+    ext = _external(request)
+    redirect_uri = callback_url(app[SETTINGS].redirect_url, ext.scheme, ext.host)
     attempt, login_cookie = app[LOGIN].begin(return_to, redirect_uri)
     url = await app[OIDC].authorize_url(
         attempt.redirect_uri, attempt.state, attempt.nonce, attempt.code_challenge
@@ -94,9 +96,21 @@ async def callback(request: web.Request) -> web.StreamResponse:
 
 async def sign_out(request: web.Request) -> web.StreamResponse:
     rd = request.query.get("rd")
-    response = redirect(safe_return_to(rd)) if rd else page(signed_out_page("/oauth2/sign_in"))
+    response = redirect(_return_to(request)) if rd else page(signed_out_page("/oauth2/sign_in"))
     apply_cookies(response, await request.app[SESSIONS].clear(request.cookies))
     return response
+
+
+def _external(request: web.Request) -> External:
+    """Scheme and host as the browser used them (forwarded headers from trusted proxies only)."""
+    peer = request.remote or ""
+    return request.app[EDGE].external(request.headers, peer=peer, scheme=request.scheme, host=request.host)
+
+
+def _return_to(request: web.Request) -> str:
+    """`rd`: a local path, or a full URL on our own host or a --whitelist-domain (auth-signin)."""
+    ext = _external(request)
+    return return_target(request.query.get("rd"), lambda url: request.app[EDGE].safe_redirect(url, ext))
 
 
 def _session(request: web.Request) -> Session:
@@ -122,9 +136,28 @@ async def auth(request: web.Request) -> web.StreamResponse:
     session = request.app[SESSIONS].open(request.cookies)
     if session is None:
         return web.Response(status=401, headers={"Cache-Control": "no-store"})
-    if not request.app[POLICY].evaluate(session.identity).allowed:
+    ident = session.identity
+    if not request.app[POLICY].evaluate(ident).allowed or not _query_allows(request, ident):
         return web.Response(status=403, headers={"Cache-Control": "no-store"})
-    return web.Response(status=202, headers={"Cache-Control": "no-store"})
+    settings = request.app[SETTINGS]
+    extra = auth_request_headers(
+        ident,
+        session.tokens,
+        xauthrequest=settings.set_xauthrequest,
+        access_token=settings.pass_access_token,
+        authorization=settings.set_authorization_header,
+    )
+    return web.Response(status=202, headers=[("Cache-Control", "no-store"), *extra])
+
+
+def _query_allows(request: web.Request, ident: Identity) -> bool:
+    """`allowed_groups` / `allowed_emails` on /oauth2/auth: per-ingress rules on top of the policy."""
+    groups = {g.strip() for v in request.query.getall("allowed_groups", ()) for g in v.split(",")} - {""}
+    emails = {e.strip().lower() for v in request.query.getall("allowed_emails", ()) for e in v.split(",")}
+    emails.discard("")
+    if groups and not groups.intersection(ident.groups):
+        return False
+    return not emails or ident.email.lower() in emails
 
 
 async def ping(request: web.Request) -> web.StreamResponse:
@@ -142,6 +175,19 @@ async def ready(request: web.Request) -> web.StreamResponse:
 
 async def gate(request: web.Request) -> web.StreamResponse:
     """Every path that is not ours: a valid, allowed session, or no further."""
+    app = request.app
+    if app[EDGE].skips_auth(request.method, request.rel_url.raw_path, request.headers):
+        return await app[PROXY].handle(request, None, None)
     session = _session(request)
-    request.app[POLICY].require(session.identity)
-    return await request.app[PROXY].handle(request, session.identity, session.tokens)
+    _same_origin_websocket(request)
+    app[POLICY].require(session.identity)
+    return await app[PROXY].handle(request, session.identity, session.tokens, expires_at=session.expires_at)
+
+
+def _same_origin_websocket(request: web.Request) -> None:
+    """Cross-site WebSocket hijacking: a cookie-authenticated upgrade must come from one of our pages."""
+    origin = request.headers.get("Origin")
+    if origin is None or not is_websocket_upgrade(request.headers):
+        return
+    if not request.app[EDGE].origin_allowed(origin, _external(request)):
+        raise Forbidden(f"websocket from foreign Origin {origin[:100]!r}; add it with --whitelist-domain")

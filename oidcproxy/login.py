@@ -10,10 +10,10 @@ from __future__ import annotations
 import hmac
 import re
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 from authlib.common.security import generate_token
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
@@ -23,7 +23,7 @@ from oidcproxy.cookies import CookiePolicy, SetCookie
 from oidcproxy.errors import LoginFailed
 from oidcproxy.model import Clock
 
-__all__ = ["Callback", "LoginAttempt", "LoginFlow", "safe_return_to"]
+__all__ = ["Callback", "LoginAttempt", "LoginFlow", "return_target", "safe_return_to"]
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -43,6 +43,22 @@ def safe_return_to(rd: str | None) -> str:
             break
         candidate = decoded
     return rd
+
+
+def return_target(rd: str | None, url_allowed: Callable[[str], bool]) -> str:
+    """Where to go after login: a local path (see safe_return_to), or a full http(s) URL that
+    `url_allowed` accepts (our own host or --whitelist-domain, the ingress `auth-signin` case)."""
+    if rd and _is_absolute(rd):
+        return rd if url_allowed(rd) else "/"
+    return safe_return_to(rd)
+
+
+def _is_absolute(target: str) -> bool:
+    try:
+        parts = urlsplit(target)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +142,9 @@ class LoginFlow:
         if not hmac.compare_digest(str(saved_state), state):
             raise LoginFailed("state does not match the login cookie")
         self._remember(state)
-        attempt = LoginAttempt(saved_state, nonce, verifier, safe_return_to(return_to), redirect_uri)
+        # A full URL was checked against the whitelist at begin() and is signed since.
+        target = return_to if _is_absolute(str(return_to)) else safe_return_to(return_to)
+        attempt = LoginAttempt(saved_state, nonce, verifier, target, redirect_uri)
         return Callback(attempt, code)
 
     def clear(self, state: str) -> SetCookie:

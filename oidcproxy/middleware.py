@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from oidcproxy.appkeys import REQUEST_ID, SETTINGS
+from oidcproxy.appkeys import EDGE, REQUEST_ID, SETTINGS
 from oidcproxy.errors import LoginFailed, NotAuthenticated, ProxyError
 from oidcproxy.pages import error_page
 
@@ -74,6 +74,9 @@ def _render(request: web.Request, exc: ProxyError, rid: str) -> web.StreamRespon
         rid,
     )
     navigation = request.method in ("GET", "HEAD") and wants_html(request)
+    edge = request.app.get(EDGE)
+    if navigation and edge is not None and edge.is_api(request.method, request.rel_url.raw_path):
+        navigation = False  # --api-route: a 401, never a sign-in redirect
     if isinstance(exc, NotAuthenticated) and navigation:
         return redirect("/oauth2/sign_in?rd=" + quote(request.raw_path, safe=""))
     if not wants_html(request):

@@ -13,15 +13,19 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
-from aiohttp import web
+from aiohttp import web, web_protocol
+from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
+from aiohttp.web_request import BaseRequest
 
 from oidcproxy import handlers, workers
-from oidcproxy.appkeys import CLAIMS, CLOCK, LOGIN, OIDC, POLICY, PROXY, SESSIONS, SETTINGS
+from oidcproxy.appkeys import CLAIMS, CLOCK, EDGE, LOGIN, OIDC, POLICY, PROXY, SESSIONS, SETTINGS
 from oidcproxy.authz import Policy
 from oidcproxy.config import Settings, cookie_key_material, split_address
 from oidcproxy.cookies import CookiePolicy
 from oidcproxy.crypto import KeyRing
 from oidcproxy.demo import build_demo_app
+from oidcproxy.errors import HeadersTooLarge
+from oidcproxy.forwarded import Edge
 from oidcproxy.idp import IdPClient, IdPConfig, warning_text
 from oidcproxy.idp import build_app as build_idp_app
 from oidcproxy.login import LoginFlow
@@ -29,7 +33,7 @@ from oidcproxy.middleware import errors_and_ids
 from oidcproxy.model import Clock, system_clock
 from oidcproxy.oidc import ClaimMapping, OIDCClient, ProviderConfig
 from oidcproxy.session import CookieSessionStore
-from oidcproxy.upstream import HeaderPolicy, Route, Router, UpstreamProxy
+from oidcproxy.upstream import HeaderPolicy, Route, Router, UpstreamProxy, WebSocketTimeouts
 
 __all__ = ["MAX_FIELD_SIZE", "base_url", "build_app", "run"]
 
@@ -41,7 +45,7 @@ MAX_FIELD_SIZE = 65536
 def build_app(settings: Settings, clock: Clock = system_clock) -> web.Application:
     app = web.Application(
         middlewares=[errors_and_ids],
-        handler_args={"max_field_size": MAX_FIELD_SIZE, "max_line_size": MAX_FIELD_SIZE},
+        handler_args=_header_limits(settings.max_header_size),
         client_max_size=1024**2,
     )
     keys = KeyRing([cookie_key_material(settings.cookie_secret.get_secret_value())])
@@ -63,6 +67,8 @@ def build_app(settings: Settings, clock: Clock = system_clock) -> web.Applicatio
         settings.email_domain, settings.allowed_emails(), settings.insecure_allow_unverified_email
     )
     app[CLAIMS] = ClaimMapping()
+    app[EDGE] = _edge(settings)
+    _answer_431(app, settings.max_header_size)
     provider = _provider_config(settings)
     if settings.oidc_type == "embedded":
         provider = _mount_embedded_idp(app, settings, provider, clock)
@@ -70,6 +76,94 @@ def build_app(settings: Settings, clock: Clock = system_clock) -> web.Applicatio
     app.cleanup_ctx.append(_upstream_ctx)
     _routes(app)
     return app
+
+
+def _edge(settings: Settings) -> Edge:
+    return Edge.build(
+        reverse_proxy=settings.reverse_proxy,
+        trusted_proxy_ip=settings.trusted_proxy_ip,
+        whitelist_domain=settings.whitelist_domain,
+        own_urls=[settings.redirect_url],
+        skip_auth_route=settings.skip_auth_route,
+        skip_auth_preflight=settings.skip_auth_preflight,
+        api_route=settings.api_route,
+    )
+
+
+def _view(edge: Edge, request: web.Request) -> tuple[str, str, str]:
+    """What the upstream is told about the request: the browser's scheme and host, the client chain."""
+    peer = request.remote or ""
+    ext = edge.external(request.headers, peer=peer, scheme=request.scheme, host=request.host)
+    chain = request.headers.get("X-Forwarded-For", "") if ext.trusted else ""
+    return ext.scheme, ext.host, f"{chain}, {peer}" if chain else peer
+
+
+# -- 431 for oversized headers. aiohttp's parser refuses a header line over max_field_size before any
+# handler or middleware runs, answering a bare 400 from RequestHandler.handle_error; the app's
+# _make_handler is the one hook both web.run_app and test servers go through, so a Server that builds
+# a RequestHandler answering 431 is installed there. The total size is checked once parsed.
+def _header_limits(max_line: int) -> dict[str, Any]:
+    return {"max_field_size": max_line, "max_line_size": max_line, "max_headers": 256}
+
+
+class _HeaderLimitProtocol(web_protocol.RequestHandler):
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        too_many = isinstance(exc, BadHttpMessage) and "Too many headers" in str(exc)
+        if not isinstance(exc, LineTooLong) and not too_many:
+            return super().handle_error(request, status, exc, message)
+        return _too_large(request.remote or "", "too many header lines" if too_many else str(exc)[:200])
+
+
+def _too_large(peer: str, why: str) -> web.Response:
+    log.warning("431 to %s: request headers too large (%s); raise --max-header-size if legitimate", peer, why)
+    body = (
+        f"431 {HeadersTooLarge.title}\n\n{HeadersTooLarge.public} A header line may be at most "
+        "--max-header-size bytes, and all headers together twice that. Large sessions or bearer "
+        "tokens are the usual cause.\n"
+    )
+    response = web.Response(status=431, text=body, headers={"Cache-Control": "no-store"})
+    response.force_close()
+    return response
+
+
+class _HeaderLimitServer(web.Server):
+    def __init__(self, *args: Any, total_limit: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        inner = self.request_handler
+        self._total_limit = total_limit
+
+        async def checked(request: BaseRequest) -> web.StreamResponse:
+            size = sum(len(k) + len(v) + 4 for k, v in request.raw_headers)
+            if size > self._total_limit:
+                return _too_large(request.remote or "", f"{size} bytes of headers in all")
+            return await inner(request)
+
+        self.request_handler = checked
+
+    def __call__(self) -> web_protocol.RequestHandler:
+        return _HeaderLimitProtocol(self, loop=self._loop, **self._kwargs)
+
+
+def _answer_431(app: web.Application, max_line: int) -> None:
+    def make_handler(*, loop: Any = None, **kwargs: Any) -> web.Server:
+        plain = original(loop=loop, **kwargs)
+        return _HeaderLimitServer(
+            plain.request_handler,
+            request_factory=plain.request_factory,
+            handler_cancellation=plain.handler_cancellation,
+            loop=plain._loop,
+            total_limit=2 * max_line,
+            **plain._kwargs,
+        )
+
+    original = app._make_handler
+    setattr(app, "_make_handler", make_handler)  # noqa: B010 - instance hook, see above
 
 
 def _provider_config(settings: Settings) -> ProviderConfig:
@@ -156,7 +250,14 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
             pass_host_header=settings.pass_host_header,
         ),
         response_timeout_s=settings.upstream_timeout,
-        max_field_size=MAX_FIELD_SIZE,
+        max_field_size=max(MAX_FIELD_SIZE, settings.max_header_size),
+        view=functools.partial(_view, app[EDGE]),
+        websocket=WebSocketTimeouts(
+            handshake_s=settings.websocket_handshake_timeout,
+            idle_s=settings.websocket_idle_timeout,
+            session_check_s=settings.websocket_session_check,
+        ),
+        clock=app[CLOCK],
     )
     await proxy.start()
     app[PROXY] = proxy

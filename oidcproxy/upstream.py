@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import aiohttp
@@ -21,7 +21,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from oidcproxy.errors import NotFound, UpstreamTimeout, UpstreamUnavailable
-from oidcproxy.model import Identity, Tokens
+from oidcproxy.model import Clock, Identity, Tokens, system_clock
 
 __all__ = [
     "HOP_BY_HOP",
@@ -29,6 +29,9 @@ __all__ = [
     "Route",
     "Router",
     "UpstreamProxy",
+    "View",
+    "WebSocketTimeouts",
+    "auth_request_headers",
     "is_websocket_upgrade",
     "strip_cookies",
     "upstream_headers",
@@ -65,6 +68,23 @@ _WS_HANDSHAKE = frozenset(
     {"sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions", "sec-websocket-protocol"}
 )
 _UNSAFE_VALUE = re.compile(r"[\x00-\x1f\x7f]")
+# Close codes an endpoint may send (RFC 6455 7.4.1-7.4.2); 1005/1006/1015 only ever describe a close.
+_SENDABLE = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
+POLICY_VIOLATION = 1008
+
+# (scheme, host, X-Forwarded-For) to tell the upstream: what the request looked like to the browser.
+View = Callable[[web.Request], tuple[str, str, str]]
+
+
+def _direct_view(request: web.Request) -> tuple[str, str, str]:
+    return request.scheme, request.host, request.remote or ""
+
+
+@dataclass(frozen=True, slots=True)
+class WebSocketTimeouts:
+    handshake_s: float = 10.0
+    idle_s: float = 0.0  # 0: no idle limit
+    session_check_s: float = 15.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +136,30 @@ class HeaderPolicy:
         return [(k, _UNSAFE_VALUE.sub("", v)) for k, v in out if v]
 
 
+def auth_request_headers(
+    identity: Identity,
+    tokens: Tokens,
+    *,
+    xauthrequest: bool,
+    access_token: bool,
+    authorization: bool,
+) -> list[tuple[str, str]]:
+    """Headers on a 202 from /oauth2/auth for NGINX to copy with `auth_request_set`."""
+    out: list[tuple[str, str]] = []
+    if xauthrequest:
+        out += [
+            ("X-Auth-Request-User", identity.user),
+            ("X-Auth-Request-Email", identity.email),
+            ("X-Auth-Request-Preferred-Username", identity.preferred_username),
+            ("X-Auth-Request-Groups", ",".join(identity.groups)),
+        ]
+        if access_token:
+            out.append(("X-Auth-Request-Access-Token", tokens.access_token))
+    if authorization and tokens.id_token:
+        out.append(("Authorization", f"Bearer {tokens.id_token}"))
+    return [(k, _UNSAFE_VALUE.sub("", v)) for k, v in out if v]
+
+
 def strip_cookies(header: str, cookie_name: str) -> str:
     """The Cookie header without the proxy's own cookies (session, its chunks, login cookies)."""
     prefix = cookie_name + "_"
@@ -156,6 +200,7 @@ def upstream_headers(
             if not value:
                 continue
         out.add(key, value)
+    # `peer` is the whole X-Forwarded-For chain when the client is a trusted proxy, else its address.
     out.update({"X-Forwarded-For": peer, "X-Forwarded-Proto": scheme, "X-Forwarded-Host": host})
     if identity is not None and tokens is not None:
         out.extend(policy.identity_headers(identity, tokens))
@@ -186,12 +231,18 @@ class UpstreamProxy:
         response_timeout_s: float = 30.0,
         connect_timeout_s: float = 10.0,
         max_field_size: int = 65536,
+        view: View = _direct_view,
+        websocket: WebSocketTimeouts = WebSocketTimeouts(),
+        clock: Clock = system_clock,
     ) -> None:
         self.router = router
         self.policy = policy
         self._response_timeout_s = response_timeout_s
         self._connect_timeout_s = connect_timeout_s
         self._max_field_size = max_field_size
+        self._view = view
+        self._ws = websocket
+        self._clock = clock
         self._http: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
@@ -211,23 +262,30 @@ class UpstreamProxy:
             await self._http.close()
 
     async def handle(
-        self, request: web.Request, identity: Identity | None, tokens: Tokens | None
+        self,
+        request: web.Request,
+        identity: Identity | None,
+        tokens: Tokens | None,
+        *,
+        expires_at: float | None = None,
     ) -> web.StreamResponse:
+        """Proxy `request`; a WebSocket is closed with 1008 once `expires_at` (the session's end) passes."""
         route = self.router.match(request.path)
         if route is None:
             raise NotFound(f"no --upstream serves {request.path}")
+        scheme, host, forwarded_for = self._view(request)
         headers = upstream_headers(
             request.headers,
             policy=self.policy,
             identity=identity,
             tokens=tokens,
-            peer=request.remote or "",
-            scheme=request.scheme,
-            host=request.host,
+            peer=forwarded_for,
+            scheme=scheme,
+            host=host,
         )
         url = route.base.join(URL(request.raw_path, encoded=True))
         if is_websocket_upgrade(request.headers):
-            return await self._websocket(request, url, headers)
+            return await self._websocket(request, url, headers, expires_at)
         return await self._http_request(request, url, headers)
 
     async def _http_request(
@@ -259,8 +317,34 @@ class UpstreamProxy:
             upstream.release()
 
     async def _websocket(
-        self, request: web.Request, url: URL, headers: CIMultiDict[str]
+        self, request: web.Request, url: URL, headers: CIMultiDict[str], expires_at: float | None
     ) -> web.StreamResponse:
+        upstream = await self._ws_connect(request, url, headers)
+        # autoping off both ways: pings and pongs are the endpoints' to answer, so they pass through.
+        client = web.WebSocketResponse(
+            protocols=[upstream.protocol] if upstream.protocol else (), max_msg_size=0, autoping=False
+        )
+        activity = _Activity(asyncio.get_running_loop().time())
+        try:
+            await client.prepare(request)
+            async with asyncio.TaskGroup() as group:
+                pumps = [
+                    group.create_task(_pump(client, upstream, activity), name="ws-client-to-upstream"),
+                    group.create_task(_pump(upstream, client, activity), name="ws-upstream-to-client"),
+                ]
+                watch = group.create_task(
+                    self._watch(client, upstream, activity, expires_at), name="ws-watchdog"
+                )
+                await asyncio.wait(pumps)
+                watch.cancel()
+        finally:
+            await upstream.close()
+            await client.close()
+        return client
+
+    async def _ws_connect(
+        self, request: web.Request, url: URL, headers: CIMultiDict[str]
+    ) -> aiohttp.ClientWebSocketResponse:
         assert self._http is not None  # noqa: S101 - started by the app's cleanup context
         offered = [
             p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()
@@ -269,42 +353,94 @@ class UpstreamProxy:
             headers.popall(name, None)
         ws_url = url.with_scheme("wss" if url.scheme == "https" else "ws")
         try:
-            async with asyncio.timeout(self._response_timeout_s):
-                upstream = await self._http.ws_connect(
-                    ws_url, headers=headers, protocols=offered, max_msg_size=0, autoping=True
+            async with asyncio.timeout(self._ws.handshake_s):
+                return await self._http.ws_connect(
+                    ws_url, headers=headers, protocols=offered, max_msg_size=0, autoping=False
                 )
         except TimeoutError as exc:
-            raise UpstreamTimeout(f"{url.origin()} websocket handshake timed out") from exc
+            raise UpstreamTimeout(
+                f"{url.origin()} websocket handshake took over {self._ws.handshake_s:g}s"
+            ) from exc
         except aiohttp.WSServerHandshakeError as exc:
             raise UpstreamUnavailable(f"{url.origin()} refused the websocket: {exc.status}") from exc
         except aiohttp.ClientError as exc:
             raise UpstreamUnavailable(f"{url.origin()}: {type(exc).__name__}: {exc}") from exc
-        client = web.WebSocketResponse(
-            protocols=[upstream.protocol] if upstream.protocol else (), max_msg_size=0, autoping=True
-        )
-        try:
-            await client.prepare(request)
-            async with asyncio.TaskGroup() as group:
-                group.create_task(_pump(client, upstream), name="ws-client-to-upstream")
-                group.create_task(_pump(upstream, client), name="ws-upstream-to-client")
-        finally:
-            await upstream.close()
-            await client.close()
-        return client
+
+    async def _watch(
+        self,
+        client: web.WebSocketResponse,
+        upstream: aiohttp.ClientWebSocketResponse,
+        activity: _Activity,
+        expires_at: float | None,
+    ) -> None:
+        """Close both sides when the session behind the socket ends (1008) or it sat idle (1001)."""
+        loop = asyncio.get_running_loop()
+        idle = self._ws.idle_s
+        while True:
+            wait = self._ws.session_check_s if expires_at is not None else 3600.0
+            if idle > 0:
+                wait = min(wait, max(0.0, activity.last + idle - loop.time()))
+            await asyncio.sleep(wait)
+            if expires_at is not None and self._clock() >= expires_at:
+                log.info("closing a websocket: the session behind it expired")
+                await _close_both(client, upstream, POLICY_VIOLATION, b"session expired")
+                return
+            if idle > 0 and loop.time() - activity.last >= idle:
+                log.info("closing a websocket idle for %gs", idle)
+                await _close_both(client, upstream, 1001, b"idle timeout")
+                return
+
+
+class _Activity:
+    """When a message last went either way (loop time), for the idle timeout."""
+
+    __slots__ = ("last",)
+
+    def __init__(self, now: float) -> None:
+        self.last = now
+
+
+async def _close_both(
+    client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse, code: int, why: bytes
+) -> None:
+    with contextlib.suppress(ConnectionError, RuntimeError):
+        await client.close(code=code, message=why)
+    with contextlib.suppress(ConnectionError, RuntimeError):
+        await upstream.close(code=1001 if code == POLICY_VIOLATION else code, message=why)
 
 
 async def _pump(
     source: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
     sink: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
+    activity: _Activity,
 ) -> None:
-    """Copy messages one way; when the source closes, close the sink with the same code."""
-    async for msg in source:
-        if msg.type is WSMsgType.TEXT:
-            await sink.send_str(msg.data)
-        elif msg.type is WSMsgType.BINARY:
-            await sink.send_bytes(msg.data)
-        elif msg.type is WSMsgType.ERROR:
+    """Copy messages one way; when the source closes, close the sink with the same code and reason.
+
+    Each send waits for the sink's transport to drain (aiohttp's writer does), and nothing is read
+    from the source meanwhile, so a slow reader slows the writer instead of growing a buffer here.
+    """
+    loop = asyncio.get_running_loop()
+    reason = b""
+    while True:
+        msg = await source.receive()
+        activity.last = loop.time()
+        try:
+            if msg.type is WSMsgType.TEXT:
+                await sink.send_str(msg.data)
+            elif msg.type is WSMsgType.BINARY:
+                await sink.send_bytes(msg.data)
+            elif msg.type is WSMsgType.PING:
+                await sink.ping(msg.data)
+            elif msg.type is WSMsgType.PONG:
+                await sink.pong(msg.data)
+            else:
+                if msg.type is WSMsgType.CLOSE and isinstance(msg.extra, str):
+                    reason = msg.extra.encode()[:123]
+                break
+        except (ConnectionError, RuntimeError):
             break
-    code = source.close_code or 1000
+    code = source.close_code
+    if code is None or (code not in _SENDABLE and not 3000 <= code < 5000):
+        code = 1000 if msg.type is WSMsgType.CLOSE else 1011
     with contextlib.suppress(ConnectionError, RuntimeError):
-        await sink.close(code=code if 1000 <= code < 5000 else 1011)
+        await sink.close(code=code, message=reason)

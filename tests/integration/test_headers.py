@@ -1,0 +1,114 @@
+"""Forwarded-header trust, large headers (431), skip-auth and API routes through the real proxy."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+from yarl import URL
+
+from tests.factories import walk_login
+from tests.support.nginx import big_header_upstream
+
+pytestmark = pytest.mark.parametrize("provider", ["node"], indirect=True)
+
+
+@pytest.fixture
+async def upstream(aiohttp_server: Any) -> TestServer:
+    """Like the dashboards behind NGINX, this upstream takes 64 KiB header lines."""
+    server: TestServer = await aiohttp_server(big_header_upstream())
+    return server
+
+
+SPOOF = {"X-Forwarded-For": "6.6.6.6", "X-Forwarded-Proto": "https", "X-Forwarded-Host": "evil.example"}
+
+
+def _values(seen: dict[str, Any], name: str) -> list[str]:
+    return [v for k, v in seen["header_list"] if k.lower() == name.lower()]
+
+
+async def test_spoofed_forwarded_headers_from_untrusted_peer_replaced_and_warned(
+    proxy_factory: Any, browser: aiohttp.ClientSession, provider: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    proxy = await proxy_factory(reverse_proxy=True, trusted_proxy_ip=["10.0.0.0/8"])
+    await walk_login(browser, proxy.make_url("/"), "/", provider.login, login="alice")
+    with caplog.at_level(logging.WARNING, logger="oidcproxy.forwarded"):
+        for _ in range(2):
+            seen = await (await browser.get(proxy.make_url("/who"), headers=SPOOF)).json()
+    assert _values(seen, "X-Forwarded-For") == ["127.0.0.1"]
+    assert _values(seen, "X-Forwarded-Proto") == ["http"]
+    assert _values(seen, "X-Forwarded-Host") == [f"127.0.0.1:{proxy.port}"]
+    warnings = [r.getMessage() for r in caplog.records if "untrusted peer" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "127.0.0.1" in warnings[0] and "--trusted-proxy-ip=127.0.0.1/32" in warnings[0]
+
+
+async def test_trusted_proxy_chain_is_extended(
+    proxy_factory: Any, browser: aiohttp.ClientSession, provider: Any
+) -> None:
+    proxy = await proxy_factory(reverse_proxy=True, whitelist_domain=["dash.example.com"])
+    await walk_login(browser, proxy.make_url("/"), "/", provider.login, login="alice")
+    sent = {
+        "X-Forwarded-For": "203.0.113.9",
+        "X-Forwarded-Proto": "https",
+        "X-Forwarded-Host": "dash.example.com",
+    }
+    seen = await (await browser.get(proxy.make_url("/who"), headers=sent)).json()
+    assert _values(seen, "X-Forwarded-For") == ["203.0.113.9, 127.0.0.1"]
+    assert _values(seen, "X-Forwarded-Proto") == ["https"]
+    assert _values(seen, "X-Forwarded-Host") == ["dash.example.com"]
+
+
+async def test_large_bearer_header_reaches_upstream_and_1mb_header_gets_431(
+    proxy: Any, browser: aiohttp.ClientSession, provider: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    await walk_login(browser, proxy.make_url("/"), "/", provider.login, login="alice")
+    bearer = "Bearer " + "a" * 40_000
+    seen = await (await browser.get(proxy.make_url("/who"), headers={"X-Api-Token": bearer})).json()
+    assert seen["headers"]["X-Api-Token"] == bearer
+
+    with caplog.at_level(logging.WARNING, logger="oidcproxy"):
+        huge = await browser.get(proxy.make_url("/who"), headers={"X-Huge": "x" * (1 << 20)})
+        assert huge.status == 431
+        assert "headers are larger than this proxy accepts" in await huge.text()
+        many = {f"X-Part-{i}": "y" * 30_000 for i in range(6)}  # each line fits, 180 KB in all does not
+        total = await browser.get(proxy.make_url("/who"), headers=many)
+        assert total.status == 431
+    assert sum("431 to 127.0.0.1" in r.getMessage() for r in caplog.records) == 2
+
+
+async def test_max_header_size_is_configurable(proxy_factory: Any, browser: aiohttp.ClientSession) -> None:
+    proxy = await proxy_factory(max_header_size=16384)
+    resp = await browser.get(proxy.make_url("/oauth2/auth"), headers={"X-Big": "z" * 20_000})
+    assert resp.status == 431
+    assert (await browser.get(proxy.make_url("/oauth2/auth"), headers={"X-Big": "z" * 12_000})).status == 401
+
+
+async def test_skip_auth_routes_cannot_be_escaped_by_path_tricks(
+    proxy_factory: Any, browser: aiohttp.ClientSession
+) -> None:
+    proxy = await proxy_factory(skip_auth_route=["^/public/", "POST=^/hooks/"], skip_auth_preflight=True)
+    json = {"Accept": "application/json"}
+    assert (await browser.get(proxy.make_url("/public/a.css"), headers=json)).status == 200
+    for trick in ("/public/../admin", "/public/%2e%2e/admin", "/public/%2E%2E/admin", "/public/..%2Fadmin"):
+        resp = await browser.get(URL(f"http://127.0.0.1:{proxy.port}{trick}", encoded=True), headers=json)
+        assert resp.status == 401, trick
+    assert (await browser.post(proxy.make_url("/hooks/x"), headers=json)).status == 200
+    assert (await browser.get(proxy.make_url("/hooks/x"), headers=json)).status == 401
+    preflight = {"Origin": "https://a.example", "Access-Control-Request-Method": "POST"}
+    assert (await browser.options(proxy.make_url("/api/x"), headers=preflight)).status == 200
+    assert (await browser.options(proxy.make_url("/api/x"), headers=json)).status == 401
+
+
+async def test_api_route_answers_401_instead_of_redirect(
+    proxy_factory: Any, browser: aiohttp.ClientSession
+) -> None:
+    proxy = await proxy_factory(api_route=["^/api/"])
+    html = {"Accept": "text/html"}
+    api = await browser.get(proxy.make_url("/api/v1/things"), headers=html, allow_redirects=False)
+    assert api.status == 401
+    page = await browser.get(proxy.make_url("/dash"), headers=html, allow_redirects=False)
+    assert page.status == 302
