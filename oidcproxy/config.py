@@ -184,6 +184,13 @@ class Settings(BaseSettings):
     pass_host_header: bool = _opt(True, "send the client's Host header upstream (else the upstream's)")
     skip_provider_button: bool = _opt(False, "go straight to the provider, no sign-in page")
     show_debug_on_error: bool = _opt(False, "show error details on error pages (never in production)")
+    # -- the pages people see (oidcproxy/pages)
+    banner: str = _opt("", "text shown above the sign-in, signed-out and error pages")
+    footer: str = _opt("", "text at the foot of those pages; empty: 'Protected by oidcproxy'; - hides it")
+    custom_sign_in_logo: str = _opt(
+        "", "image on the sign-in page: a png/jpg/gif/svg/webp file or a data:image/ URL, embedded"
+    )
+    custom_templates_dir: str = _opt("", "folder with your own layout.html and/or style.css for the pages")
     log_level: Literal["debug", "info", "warning", "error"] = _opt("info", "log level")
     # -- behind a reverse proxy / NGINX ingress
     reverse_proxy: bool = _opt(
@@ -324,6 +331,24 @@ class Settings(BaseSettings):
                 "development provider must not face users; listen on 127.0.0.1, or pass "
                 "--dev-idp-allow-remote if you really mean it"
             )
+        out.extend(self._page_problems())
+        return out
+
+    def _page_problems(self) -> list[str]:
+        out: list[str] = []
+        logo = self.custom_sign_in_logo
+        if logo.startswith("data:") and not logo.startswith("data:image/"):
+            out.append("--custom-sign-in-logo: a data: URL must be an image, data:image/...")
+        elif logo and not logo.startswith("data:"):
+            path = Path(logo)
+            if path.suffix.lower() not in (".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp"):
+                out.append(f"--custom-sign-in-logo: {logo!r} must be a png, jpg, gif, svg or webp file")
+            elif not path.is_file():
+                out.append(f"--custom-sign-in-logo: {logo!r} is not a readable file")
+            elif path.stat().st_size > 256 * 1024:
+                out.append(f"--custom-sign-in-logo: {logo!r} is over 256 KiB; every sign-in page embeds it")
+        if self.custom_templates_dir and not Path(self.custom_templates_dir).is_dir():
+            out.append(f"--custom-templates-dir: {self.custom_templates_dir!r} is not a folder")
         return out
 
     def _edge_problems(self) -> list[str]:

@@ -16,9 +16,8 @@ from oidcproxy.cookies import SetCookie
 from oidcproxy.errors import Forbidden, IdPUnavailable, NotAuthenticated
 from oidcproxy.forwarded import External, callback_url
 from oidcproxy.login import return_target
-from oidcproxy.middleware import page, redirect
+from oidcproxy.middleware import page, pages, redirect
 from oidcproxy.model import Identity, Session
-from oidcproxy.pages import sign_in_page, signed_out_page
 from oidcproxy.upstream import auth_request_headers, is_websocket_upgrade
 
 __all__ = [
@@ -56,7 +55,7 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
     rd = _return_to(request)
     if settings.skip_provider_button:
         return await start(request)
-    response = page(sign_in_page(settings.provider_display_name, "/oauth2/start?rd=" + quote(rd, safe="")))
+    response = page((await pages(request)).sign_in("/oauth2/start?rd=" + quote(rd, safe="")))
     apply_cookies(response, await request.app[SESSIONS].clear(request.cookies))
     return response
 
@@ -96,7 +95,9 @@ async def callback(request: web.Request) -> web.StreamResponse:
 
 async def sign_out(request: web.Request) -> web.StreamResponse:
     rd = request.query.get("rd")
-    response = redirect(_return_to(request)) if rd else page(signed_out_page("/oauth2/sign_in"))
+    response = (
+        redirect(_return_to(request)) if rd else page((await pages(request)).signed_out("/oauth2/sign_in"))
+    )
     apply_cookies(response, await request.app[SESSIONS].clear(request.cookies))
     return response
 

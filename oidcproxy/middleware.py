@@ -1,11 +1,13 @@
 """One middleware: a request id, and every ProxyError rendered in one place (HTML or JSON).
 
 A NotAuthenticated on a browser navigation becomes a redirect to sign in; API clients get JSON 401.
-Details go to the log with the request id, never to the page.
+Details go to the log with the request id, never to the page (unless --show-debug-on-error).
+`pages(request)` gives the rendered-page maker for the app's settings, loaded once off the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -14,10 +16,10 @@ from urllib.parse import quote
 from aiohttp import web
 
 from oidcproxy.appkeys import EDGE, REQUEST_ID, SETTINGS
-from oidcproxy.errors import LoginFailed, NotAuthenticated, ProxyError
-from oidcproxy.pages import error_page
+from oidcproxy.errors import Forbidden, LoginFailed, NotAuthenticated, ProxyError
+from oidcproxy.pages import PageOptions, Pages
 
-__all__ = ["PAGE_HEADERS", "errors_and_ids", "page", "redirect", "wants_html"]
+__all__ = ["PAGE_HEADERS", "errors_and_ids", "page", "pages", "redirect", "wants_html"]
 
 log = logging.getLogger("oidcproxy")
 
@@ -45,6 +47,25 @@ def page(body: str, status: int = 200) -> web.Response:
     return web.Response(text=body, status=status, content_type="text/html", headers=PAGE_HEADERS)
 
 
+_loaded: dict[PageOptions, Pages] = {}
+
+
+async def pages(request: web.Request) -> Pages:
+    """The page renderer for this app's settings; templates and logo are read once, in a thread."""
+    s = request.app[SETTINGS]
+    options = PageOptions(
+        display_name=s.provider_display_name,
+        banner=s.banner,
+        footer=s.footer,
+        logo=s.custom_sign_in_logo,
+        templates_dir=s.custom_templates_dir,
+    )
+    found = _loaded.get(options)
+    if found is None:
+        found = _loaded[options] = await asyncio.to_thread(Pages.load, options)
+    return found
+
+
 @web.middleware
 async def errors_and_ids(request: web.Request, handler: Handler) -> web.StreamResponse:
     rid = request.headers.get("X-Request-Id", "")
@@ -54,15 +75,15 @@ async def errors_and_ids(request: web.Request, handler: Handler) -> web.StreamRe
     try:
         return await handler(request)
     except ProxyError as exc:
-        return _render(request, exc, rid)
+        return await _render(request, exc, rid)
     except web.HTTPException:
         raise
     except Exception:
         log.exception("unhandled error [request_id=%s]", rid)
-        return _render(request, ProxyError("unhandled"), rid)
+        return await _render(request, ProxyError("unhandled"), rid)
 
 
-def _render(request: web.Request, exc: ProxyError, rid: str) -> web.StreamResponse:
+async def _render(request: web.Request, exc: ProxyError, rid: str) -> web.StreamResponse:
     log.log(
         logging.INFO if exc.status < 500 else logging.WARNING,
         "%s %s -> %d %s: %s [request_id=%s]",
@@ -82,6 +103,21 @@ def _render(request: web.Request, exc: ProxyError, rid: str) -> web.StreamRespon
     if not wants_html(request):
         body = {"error": type(exc).__name__, "status": exc.status, "message": exc.public, "request_id": rid}
         return web.json_response(body, status=exc.status, headers={"Cache-Control": "no-store"})
-    retry = "/oauth2/start" if isinstance(exc, LoginFailed | NotAuthenticated) else ""
     debug = exc.detail if request.app[SETTINGS].show_debug_on_error else ""
-    return page(error_page(exc.status, exc.title, exc.public, rid, retry, debug), status=exc.status)
+    html = (await pages(request)).error(
+        exc.status, exc.title, exc.public, rid, action=_next_step(request, exc), debug=debug
+    )
+    return page(html, status=exc.status)
+
+
+def _next_step(request: web.Request, exc: ProxyError) -> tuple[str, str] | None:
+    """The one button an error page offers: (url, label), or None."""
+    if isinstance(exc, LoginFailed):
+        return "/oauth2/start", "Try again"
+    if isinstance(exc, NotAuthenticated):
+        return "/oauth2/sign_in", "Sign in"
+    if isinstance(exc, Forbidden):
+        return "/oauth2/sign_in", "Sign in with a different account"
+    if exc.status >= 500 and request.method == "GET" and not request.path.startswith("/oauth2/"):
+        return request.raw_path, "Try again"
+    return None

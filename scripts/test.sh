@@ -8,12 +8,18 @@ need_apt=()
 for pkg in nodejs:node npm:npm; do
   command -v "${pkg#*:}" >/dev/null 2>&1 || need_apt+=("${pkg%%:*}")
 done
+# The NGINX tests (tests/e2e/test_nginx.py) run Debian's nginx as a subprocess on loopback.
+[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || need_apt+=(nginx)
+# The browser tests drive Debian's Chromium through its chromedriver (no browser downloads).
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
+[ -x /usr/bin/chromedriver ] || need_apt+=(chromium-driver)
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
 python3 -m pip install -q --disable-pip-version-check -e ".[test]"
 (cd tests/oidc-provider && npm ci --no-audit --no-fund --loglevel=error)
+(cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)  # axe-core for the browser tests
 
 ruff format --check oidcproxy tests bench
 ruff check oidcproxy tests bench

@@ -37,7 +37,9 @@ def _layout(title: str, body: str) -> str:
     return (
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
-        '<meta name="referrer" content="no-referrer">'
+        # same-origin, not no-referrer: under no-referrer browsers send `Origin: null` with the
+        # form's POST, and the login form's same-origin check refuses it.
+        '<meta name="referrer" content="same-origin">'
         f"<title>{escape(title)}</title><style>{_STYLE}</style></head><body>"
         f'<header class="banner" role="banner">{escape(_BANNER)}</header>'
         f"<main>{body}</main></body></html>\n"
