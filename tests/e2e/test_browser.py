@@ -117,7 +117,9 @@ def at_provider(b: Browser, site: Site) -> bool:
     return not b.url.startswith(site.proxy.origin) or "/dev-idp/" in b.url
 
 
-def click_sign_in(b: Browser) -> None:
+def click_sign_in(b: Browser, *, shoot: bool = True) -> None:
+    if shoot:
+        b.shot("sign-in")
     button = b.find("a.button")
     assert button.text == f"Sign in with {DISPLAY_NAME}"
     b.navigate_by(button.click)
@@ -127,13 +129,17 @@ def provider_login(b: Browser, site: Site, who: str, *, check: bool = True) -> N
     """Fill in the provider's pages as a person would until the browser is back at the proxy."""
     for _ in range(6):
         if not at_provider(b, site):
+            b.shot("back-at-proxy")
             return
         if b.has("#login_email"):  # the embedded provider's form
             if check:
                 b.check("provider-login")
+            else:
+                b.shot("provider-login")
             b.find("#login_email").send_keys(EMAILS[who])
             b.find("#login_password").send_keys("pw")
             b.find("#login_name").send_keys(who.title())
+            b.find("#login_groups").send_keys("admins, dev")
             b.navigate_by(b.find("form button[type=submit]").click)
         elif b.has("input[name=login]"):  # oidc-provider's devInteractions login page
             b.shot("provider-login")
@@ -149,7 +155,7 @@ def provider_login(b: Browser, site: Site, who: str, *, check: bool = True) -> N
 def sign_in(b: Browser, site: Site, who: str = "alice", *, check: bool = True) -> None:
     """From the proxy's sign-in page through the provider and back."""
     assert on_sign_in_page(b, site), b.url
-    click_sign_in(b)
+    click_sign_in(b, shoot=not check)
     provider_login(b, site, who, check=check)
 
 
