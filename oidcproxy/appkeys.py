@@ -6,14 +6,16 @@ from aiohttp import web
 
 from oidcproxy.authz import Policy
 from oidcproxy.config import Settings
+from oidcproxy.cookies import SetCookie
 from oidcproxy.forwarded import Edge
 from oidcproxy.login import LoginFlow
 from oidcproxy.model import Clock
-from oidcproxy.oidc import ClaimMapping, OIDCClient
+from oidcproxy.oidc import BearerVerifier, ClaimMapping, OIDCClient, Refresher
 from oidcproxy.session import CookieSessionStore
 from oidcproxy.upstream import UpstreamProxy
 
 __all__ = [
+    "BEARER",
     "CLAIMS",
     "CLOCK",
     "EDGE",
@@ -21,9 +23,11 @@ __all__ = [
     "OIDC",
     "POLICY",
     "PROXY",
+    "REFRESHER",
     "REQUEST_ID",
     "SESSIONS",
     "SETTINGS",
+    "SET_COOKIES",
 ]
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -34,6 +38,11 @@ OIDC = web.AppKey("oidc", OIDCClient)
 CLAIMS = web.AppKey("claims", ClaimMapping)
 POLICY = web.AppKey("policy", Policy)
 PROXY = web.AppKey("proxy", UpstreamProxy)
+REFRESHER = web.AppKey("refresher", Refresher)
+BEARER = web.AppKey("bearer", BearerVerifier)  # only with --skip-jwt-bearer-tokens
 EDGE = web.AppKey("edge", Edge)
 
 REQUEST_ID = web.RequestKey("request_id", str)
+# Cookies for whatever response this request ends with (a refreshed or ended session), set when it
+# is prepared: the proxied response streams, so the handler cannot add them afterwards.
+SET_COOKIES: web.RequestKey[list[SetCookie]] = web.RequestKey("set_cookies")

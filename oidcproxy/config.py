@@ -17,6 +17,7 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
+from urllib.parse import urlsplit
 
 from pydantic import (
     BeforeValidator,
@@ -161,6 +162,63 @@ class Settings(BaseSettings):
     scope: str = _opt("openid email profile", "scopes to request, space-separated")
     code_challenge_method: str = _opt("S256", "PKCE method: S256, or empty to disable PKCE")
     provider_timeout: Duration = _opt("10s", "timeout for each call to the provider")
+    # -- tokens, claims and refresh (docs/providers.md has recipes per provider)
+    oidc_extra_audience: StrList = _opt(
+        help="another accepted ID token audience besides the client id, repeatable", default_factory=list
+    )
+    oidc_validator_issuer_url: str = _opt(
+        "", "issuer to check in the token passed upstream when it differs from the login's (Entra ID)"
+    )
+    oidc_validator_client_id: str = _opt(
+        "", "audience to check in the token passed upstream when it differs from the client id"
+    )
+    oidc_use_access_token: bool = _opt(
+        False, "pass the access token (not the ID token) in Authorization: Bearer; JWTs are validated"
+    )
+    oidc_email_claim: str = _opt("email", "claim holding the email; dotted paths reach nested claims")
+    oidc_groups_claim: str = _opt("groups", "claim holding the groups (list or comma-separated string)")
+    oidc_username_claim: str = _opt("email", "claim holding the user name passed upstream")
+    oidc_username_prefix: str = _opt("", "prefix for user names (policy Prefix, or when policy is empty)")
+    oidc_username_prefix_policy: Literal["", "Prefix", "NoPrefix"] = _opt(
+        "", "Prefix: prepend --oidc-username-prefix; NoPrefix: none; empty: <issuer># unless claim is email"
+    )
+    oidc_groups_prefix: str = _opt("", "prefix prepended to every group name")
+    oidc_required_claim: StrList = _opt(
+        help="claim=value that every token must carry, repeatable (all must hold)", default_factory=list
+    )
+    allowed_group: StrList = _opt(
+        help="group allowed in, repeatable; the person needs at least one", default_factory=list
+    )
+    skip_oidc_discovery: bool = _opt(
+        False, "no discovery document: give --login-url, --redeem-url and --oidc-jwks-url"
+    )
+    login_url: str = _opt("", "authorization endpoint (with --skip-oidc-discovery)")
+    redeem_url: str = _opt("", "token endpoint (with --skip-oidc-discovery)")
+    oidc_jwks_url: str = _opt("", "JWKS URL (with --skip-oidc-discovery)")
+    profile_url: str = _opt("", "userinfo endpoint (with --skip-oidc-discovery; optional)")
+    auth_extra_param: StrList = _opt(
+        help="key=value added to the authorization request, repeatable (prompt, domain_hint...)",
+        default_factory=list,
+    )
+    provider_ca_file: StrList = _opt(
+        help="PEM file of CA certificates trusted for the provider, repeatable; default: system store",
+        default_factory=list,
+    )
+    insecure_oidc_allow_http: bool = _opt(
+        False, "allow an http:// issuer that is not a loopback address (never in production)"
+    )
+    oidc_jwks_min_refetch: Duration = _opt(
+        "30s", "least time between two key set refetches caused by unknown key ids"
+    )
+    cookie_refresh: Duration = _opt(
+        "0s", "refresh the tokens when the session is older than this; 0: only when tokens expire"
+    )
+    skip_jwt_bearer_tokens: bool = _opt(
+        False, "let requests with a valid Authorization: Bearer JWT through without a cookie"
+    )
+    extra_jwt_issuers: StrList = _opt(
+        help="issuer=audience also accepted for bearer tokens, repeatable", default_factory=list
+    )
     # -- the session cookie
     cookie_secret: SecretStr = _opt(SecretStr(""), "seals the session: 16, 24 or 32 bytes")
     cookie_name: str = _opt("_oidcproxy", "name of the session cookie")
@@ -192,6 +250,12 @@ class Settings(BaseSettings):
     )
     custom_templates_dir: str = _opt("", "folder with your own layout.html and/or style.css for the pages")
     log_level: Literal["debug", "info", "warning", "error"] = _opt("info", "log level")
+    request_logging: bool = _opt(True, "log one line per request (written off the event loop)")
+    workers: int = _opt(
+        0,
+        "processes serving --http-address together (SO_REUSEPORT); 0: one per CPU, "
+        "or 1 with --oidc-type embedded",
+    )
     # -- behind a reverse proxy / NGINX ingress
     reverse_proxy: bool = _opt(
         False, "trust X-Forwarded-* and Forwarded headers, only from --trusted-proxy-ip peers"
@@ -219,12 +283,6 @@ class Settings(BaseSettings):
     websocket_idle_timeout: Duration = _opt("0s", "close a WebSocket silent this long both ways; 0: never")
     websocket_session_check: Duration = _opt(
         "15s", "how often an open WebSocket checks its session; closed with 1008 once it expired"
-    )
-    request_logging: bool = _opt(True, "log one line per request (written off the event loop)")
-    workers: int = _opt(
-        0,
-        "processes serving --http-address together (SO_REUSEPORT); 0: one per CPU, "
-        "or 1 with --oidc-type embedded",
     )
 
     @classmethod
@@ -331,6 +389,7 @@ class Settings(BaseSettings):
                 "development provider must not face users; listen on 127.0.0.1, or pass "
                 "--dev-idp-allow-remote if you really mean it"
             )
+        out.extend(self._token_problems())
         out.extend(self._page_problems())
         return out
 
@@ -349,6 +408,45 @@ class Settings(BaseSettings):
                 out.append(f"--custom-sign-in-logo: {logo!r} is over 256 KiB; every sign-in page embeds it")
         if self.custom_templates_dir and not Path(self.custom_templates_dir).is_dir():
             out.append(f"--custom-templates-dir: {self.custom_templates_dir!r} is not a folder")
+        return out
+
+    def _token_problems(self) -> list[str]:
+        out: list[str] = []
+        if len(self.oidc_extra_audience) + 1 > 10:
+            out.append("--oidc-extra-audience: at most 10 audiences in all, counting --client-id")
+        for name in ("oidc_required_claim", "auth_extra_param", "extra_jwt_issuers"):
+            for item in getattr(self, name):
+                key, sep, _ = item.partition("=")
+                if not sep or not key.strip():
+                    out.append(f"{flag_name(name)}: {item!r} is not key=value")
+        if self.oidc_username_prefix_policy == "Prefix" and not self.oidc_username_prefix:
+            out.append("--oidc-username-prefix-policy: Prefix needs --oidc-username-prefix")
+        if self.skip_oidc_discovery:
+            for name in ("login_url", "redeem_url", "oidc_jwks_url"):
+                if not getattr(self, name):
+                    out.append(f"{flag_name(name)}: missing; --skip-oidc-discovery needs it")
+        for name in ("login_url", "redeem_url", "oidc_jwks_url", "profile_url", "oidc_validator_issuer_url"):
+            value = getattr(self, name)
+            if value and not re.fullmatch(r"https?://[^\s#]+", value):
+                out.append(f"{flag_name(name)}: {value!r} is not an http(s) URL")
+        for path in self.provider_ca_file:
+            if not Path(path).is_file():
+                out.append(f"--provider-ca-file: {path!r} is not a readable file")
+        issuer = self.oidc_issuer_url
+        if (
+            self.oidc_type == "external"
+            and issuer.startswith("http://")
+            and not self.insecure_oidc_allow_http
+            and not _is_loopback_url(issuer)
+        ):
+            out.append(
+                f"--oidc-issuer-url: {issuer!r} is not https; use https, or pass "
+                "--insecure-oidc-allow-http for a test provider"
+            )
+        if self.cookie_refresh < 0:
+            out.append("--cookie-refresh: must be 0 (off) or positive, e.g. 1h")
+        elif self.cookie_refresh and self.cookie_refresh >= self.cookie_expire:
+            out.append("--cookie-refresh: must be shorter than --cookie-expire")
         return out
 
     def _edge_problems(self) -> list[str]:
@@ -397,6 +495,16 @@ def _is_loopback(address: str) -> bool:
         return False
 
 
+def _is_loopback_url(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class _TomlFile(PydanticBaseSettingsSource):
     """The file named by --config (or OIDCPROXY_CONFIG); keys are the options' snake_case names."""
 
@@ -435,7 +543,7 @@ def shown_default(name: str, info: FieldInfo) -> str:
     value = info.default
     if isinstance(value, SecretStr):
         return "none"
-    if name.endswith(("_expire", "_timeout")):
+    if name.endswith(("_expire", "_timeout", "_refresh", "_refetch")):
         return format_duration(parse_duration(value))
     if isinstance(value, bool):
         return str(value).lower()

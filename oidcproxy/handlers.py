@@ -5,19 +5,34 @@ Thin: read the request, call the domain, build the response. Status codes come f
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterable
 from urllib.parse import quote
 
 from aiohttp import web
 
-from oidcproxy.appkeys import CLAIMS, CLOCK, EDGE, LOGIN, OIDC, POLICY, PROXY, SESSIONS, SETTINGS
+from oidcproxy.appkeys import (
+    BEARER,
+    CLAIMS,
+    CLOCK,
+    EDGE,
+    LOGIN,
+    OIDC,
+    POLICY,
+    PROXY,
+    REFRESHER,
+    SESSIONS,
+    SET_COOKIES,
+    SETTINGS,
+)
 from oidcproxy.cookies import SetCookie
 from oidcproxy.errors import Forbidden, IdPUnavailable, NotAuthenticated
 from oidcproxy.forwarded import External, callback_url
 from oidcproxy.login import return_target
 from oidcproxy.middleware import page, pages, redirect
-from oidcproxy.model import Identity, Session
+from oidcproxy.model import Identity, Session, Tokens
+from oidcproxy.oidc import RefreshRefused, bearer_token, refresh_state
 from oidcproxy.upstream import auth_request_headers, is_websocket_upgrade
 
 __all__ = [
@@ -30,6 +45,7 @@ __all__ = [
     "sign_in",
     "sign_out",
     "start",
+    "stashed_cookies",
     "userinfo",
 ]
 
@@ -137,6 +153,10 @@ async def auth(request: web.Request) -> web.StreamResponse:
     session = request.app[SESSIONS].open(request.cookies)
     if session is None:
         return web.Response(status=401, headers={"Cache-Control": "no-store"})
+    try:
+        session = await _fresh(request, session)
+    except NotAuthenticated:
+        return web.Response(status=401, headers={"Cache-Control": "no-store"})
     ident = session.identity
     if not request.app[POLICY].evaluate(ident).allowed or not _query_allows(request, ident):
         return web.Response(status=403, headers={"Cache-Control": "no-store"})
@@ -175,14 +195,22 @@ async def ready(request: web.Request) -> web.StreamResponse:
 
 
 async def gate(request: web.Request) -> web.StreamResponse:
-    """Every path that is not ours: a valid, allowed session, or no further."""
+    """Every path that is not ours: a valid, allowed session (or bearer JWT), or no further."""
     app = request.app
     if app[EDGE].skips_auth(request.method, request.rel_url.raw_path, request.headers):
         return await app[PROXY].handle(request, None, None)
-    session = _session(request)
-    _same_origin_websocket(request)
-    app[POLICY].require(session.identity)
-    return await app[PROXY].handle(request, session.identity, session.tokens, expires_at=session.expires_at)
+    session = app[SESSIONS].open(request.cookies)
+    expires_at: float | None = None
+    if session is not None:
+        _same_origin_websocket(request)
+        session = await _fresh(request, session)
+        identity, tokens, expires_at = session.identity, session.tokens, session.expires_at
+    else:
+        identity, tokens = await _bearer(request)
+    app[POLICY].require(identity)
+    if app[SETTINGS].oidc_use_access_token and tokens.access_token:
+        tokens = dataclasses.replace(tokens, id_token=tokens.access_token)  # Authorization: Bearer
+    return await app[PROXY].handle(request, identity, tokens, expires_at=expires_at)
 
 
 def _same_origin_websocket(request: web.Request) -> None:
@@ -192,3 +220,46 @@ def _same_origin_websocket(request: web.Request) -> None:
         return
     if not request.app[EDGE].origin_allowed(origin, _external(request)):
         raise Forbidden(f"websocket from foreign Origin {origin[:100]!r}; add it with --whitelist-domain")
+
+
+async def _fresh(request: web.Request, session: Session) -> Session:
+    """The session, refreshed first when due; the new or cleared cookie goes on whatever response."""
+    app = request.app
+    refresher = app[REFRESHER]
+    state = refresh_state(session, refresher.policy, app[CLOCK]())
+    if state == "fresh":
+        return session
+    if state == "dead":
+        request[SET_COOKIES] = await app[SESSIONS].clear(request.cookies)
+        raise NotAuthenticated("session tokens expired and there is no refresh token")
+    try:
+        fresh = await refresher.refresh(session)
+    except (RefreshRefused, Forbidden) as exc:
+        request[SET_COOKIES] = await app[SESSIONS].clear(request.cookies)
+        if isinstance(exc, Forbidden):
+            raise
+        raise NotAuthenticated(f"session ended: refresh refused ({exc.error})") from exc
+    if fresh is not session:
+        request[SET_COOKIES] = await app[SESSIONS].save(fresh, request.cookies)
+    return fresh
+
+
+async def _bearer(request: web.Request) -> tuple[Identity, Tokens]:
+    """--skip-jwt-bearer-tokens: a verified `Authorization: Bearer` JWT stands in for the cookie."""
+    verifier = request.app.get(BEARER)
+    token = bearer_token(request.headers.get("Authorization", "")) if verifier else None
+    if verifier is None or token is None:
+        raise NotAuthenticated("no valid session cookie")
+    identity = request.app[CLAIMS].identity(await verifier.claims(token))
+    return identity, Tokens(id_token=token)
+
+
+async def stashed_cookies(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: add the cookies a handler stashed in SET_COOKIES, on any response."""
+    cookies = request.get(SET_COOKIES)
+    if cookies:
+        # aiohttp has already turned response.cookies into headers when this signal runs.
+        scratch = web.Response()
+        apply_cookies(scratch, cookies)
+        for morsel in scratch.cookies.values():
+            response.headers.add("Set-Cookie", morsel.output(header="")[1:])

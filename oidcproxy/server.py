@@ -4,6 +4,7 @@ and every resource owned through cleanup_ctx. run() serves it.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import secrets
@@ -18,7 +19,19 @@ from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from aiohttp.web_request import BaseRequest
 
 from oidcproxy import handlers, workers
-from oidcproxy.appkeys import CLAIMS, CLOCK, EDGE, LOGIN, OIDC, POLICY, PROXY, SESSIONS, SETTINGS
+from oidcproxy.appkeys import (
+    BEARER,
+    CLAIMS,
+    CLOCK,
+    EDGE,
+    LOGIN,
+    OIDC,
+    POLICY,
+    PROXY,
+    REFRESHER,
+    SESSIONS,
+    SETTINGS,
+)
 from oidcproxy.authz import Policy
 from oidcproxy.config import Settings, cookie_key_material, split_address
 from oidcproxy.cookies import CookiePolicy
@@ -31,7 +44,17 @@ from oidcproxy.idp import build_app as build_idp_app
 from oidcproxy.login import LoginFlow
 from oidcproxy.middleware import errors_and_ids
 from oidcproxy.model import Clock, system_clock
-from oidcproxy.oidc import ClaimMapping, OIDCClient, ProviderConfig
+from oidcproxy.oidc import (
+    BearerVerifier,
+    ClaimMapping,
+    Endpoints,
+    OIDCClient,
+    ProviderConfig,
+    Refresher,
+    RefreshPolicy,
+    parse_pairs,
+    ssl_context,
+)
 from oidcproxy.session import CookieSessionStore
 from oidcproxy.upstream import HeaderPolicy, Route, Router, UpstreamProxy, WebSocketTimeouts
 
@@ -64,14 +87,18 @@ def build_app(settings: Settings, clock: Clock = system_clock) -> web.Applicatio
         keys.login_secrets(), cookie_policy, clock, pkce=settings.code_challenge_method == "S256"
     )
     app[POLICY] = Policy.build(
-        settings.email_domain, settings.allowed_emails(), settings.insecure_allow_unverified_email
+        settings.email_domain,
+        settings.allowed_emails(),
+        settings.insecure_allow_unverified_email,
+        settings.allowed_group,
     )
-    app[CLAIMS] = ClaimMapping()
     app[EDGE] = _edge(settings)
     _answer_431(app, settings.max_header_size)
     provider = _provider_config(settings)
     if settings.oidc_type == "embedded":
         provider = _mount_embedded_idp(app, settings, provider, clock)
+    app[CLAIMS] = _claim_mapping(settings, provider.issuer)
+    app.on_response_prepare.append(handlers.stashed_cookies)
     app.cleanup_ctx.append(functools.partial(_oidc_ctx, config=provider))
     app.cleanup_ctx.append(_upstream_ctx)
     _routes(app)
@@ -167,11 +194,37 @@ def _answer_431(app: web.Application, max_line: int) -> None:
 
 
 def _provider_config(settings: Settings) -> ProviderConfig:
+    endpoints = None
+    if settings.skip_oidc_discovery:
+        endpoints = Endpoints(
+            settings.login_url, settings.redeem_url, settings.oidc_jwks_url, settings.profile_url
+        )
     return ProviderConfig(
         issuer=settings.oidc_issuer_url,
         client_id=settings.client_id,
         client_secret=settings.client_secret_value(),
         scope=settings.scope,
+        extra_audiences=tuple(settings.oidc_extra_audience),
+        validator_issuer=settings.oidc_validator_issuer_url,
+        validator_client_id=settings.oidc_validator_client_id,
+        use_access_token=settings.oidc_use_access_token,
+        endpoints=endpoints,
+        auth_extra_params=parse_pairs(settings.auth_extra_param),
+        jwks_min_refetch_s=settings.oidc_jwks_min_refetch,
+        profile_claims=(settings.oidc_email_claim, settings.oidc_groups_claim),
+    )
+
+
+def _claim_mapping(settings: Settings, issuer: str) -> ClaimMapping:
+    return ClaimMapping(
+        email_claim=settings.oidc_email_claim,
+        groups_claim=settings.oidc_groups_claim,
+        username_claim=settings.oidc_username_claim,
+        username_prefix=settings.oidc_username_prefix,
+        username_prefix_policy=settings.oidc_username_prefix_policy,
+        groups_prefix=settings.oidc_groups_prefix,
+        issuer=issuer,
+        required=parse_pairs(settings.oidc_required_claim),
     )
 
 
@@ -201,11 +254,8 @@ def _mount_embedded_idp(
         IdPConfig(issuer=issuer, clients=(client,), signing_alg=settings.dev_idp_signing_alg, clock=clock)
     )
     app.add_subapp("/dev-idp", idp_app)
-    return ProviderConfig(
-        issuer=issuer,
-        client_id=client.client_id,
-        client_secret=client.client_secret,
-        scope=provider.scope,
+    return dataclasses.replace(
+        provider, issuer=issuer, client_id=client.client_id, client_secret=client.client_secret
     )
 
 
@@ -224,9 +274,18 @@ def _routes(app: web.Application) -> None:
 async def _oidc_ctx(app: web.Application, *, config: ProviderConfig) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     timeout = aiohttp.ClientTimeout(total=settings.provider_timeout)
-    async with aiohttp.ClientSession(timeout=timeout, cookie_jar=aiohttp.DummyCookieJar()) as http:
-        app[OIDC] = OIDCClient(http, config, app[CLOCK])
+    connector = aiohttp.TCPConnector(ssl=ssl_context(settings.provider_ca_file))
+    async with aiohttp.ClientSession(
+        timeout=timeout, cookie_jar=aiohttp.DummyCookieJar(), connector=connector
+    ) as http:
+        client = app[OIDC] = OIDCClient(http, config, app[CLOCK])
+        policy = RefreshPolicy(cookie_refresh_s=settings.cookie_refresh)
+        app[REFRESHER] = Refresher(client, app[CLAIMS], policy, app[CLOCK])
+        if settings.skip_jwt_bearer_tokens:
+            extra = parse_pairs(settings.extra_jwt_issuers)
+            app[BEARER] = BearerVerifier(http, client, extra, app[CLOCK])
         yield
+        await app[REFRESHER].close()
 
 
 async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -246,7 +305,7 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
             cookie_name=settings.cookie_name,
             pass_user_headers=settings.pass_user_headers,
             pass_access_token=settings.pass_access_token,
-            pass_authorization_header=settings.pass_authorization_header,
+            pass_authorization_header=settings.pass_authorization_header or settings.oidc_use_access_token,
             pass_host_header=settings.pass_host_header,
         ),
         response_timeout_s=settings.upstream_timeout,

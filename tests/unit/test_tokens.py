@@ -93,7 +93,7 @@ def test_is_jwt_tells_opaque_tokens_apart() -> None:
     assert not is_jwt("abc.def.ghi")
 
 
-def session(*, refresh_token: str = "rt", issued: float = NOW, ttl: float = 300.0) -> Session:
+def session(*, refresh_token: str = "rt", issued: float = NOW, ttl: float = 300.0) -> Session:  # noqa: S107
     tokens = Tokens("id", "at", refresh_token, issued + ttl if ttl else 0.0)
     return Session(Identity("u1"), tokens, created_at=issued, expires_at=issued + 86400)
 

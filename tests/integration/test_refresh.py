@@ -1,0 +1,129 @@
+"""Refresh during the request against the real npm oidc-provider with 5-second token lifetimes.
+
+The provider runs on real time; the proxy's FakeClock is moved forward so that the tokens look expired
+to the proxy while the provider still honours the refresh token. The token endpoint is reached
+through IdPTap (a counting reverse proxy), so the test sees how many refreshes the provider got.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from oidcproxy.model import FakeClock, system_clock
+from tests.integration.test_tokens import IdPTap, browser, make_proxy, node, sign_in
+
+__all__ = ["browser", "make_proxy", "node"]  # fixtures shared with test_tokens.py
+
+TTL = {"AccessToken": 5, "IdToken": 5}
+
+
+def session_cookies(resp: Any) -> dict[str, str]:
+    """The session cookie's chunks this response sets (a provider's tokens need several)."""
+    return {k: c.value for k, c in resp.cookies.items() if k.startswith("_oidcproxy")}
+
+
+async def refreshing_proxy(node: Any, make_proxy: Any, aiohttp_server: Any, **overrides: Any) -> Any:
+    idp = node(ttl=TTL)
+    tap = await IdPTap(idp.issuer).start(aiohttp_server)
+    clock = FakeClock(system_clock())
+    proxy = await make_proxy(
+        idp,
+        clock,
+        skip_oidc_discovery=True,
+        login_url=f"{idp.issuer}/auth",
+        redeem_url=tap.url("/token"),
+        oidc_jwks_url=f"{idp.issuer}/jwks",
+        **overrides,
+    )
+    return idp, tap, clock, proxy
+
+
+async def test_concurrent_requests_share_one_refresh_and_get_the_new_cookie(
+    node: Any, make_proxy: Any, browser: Any, aiohttp_server: Any
+) -> None:
+    _, tap, clock, proxy = await refreshing_proxy(node, make_proxy, aiohttp_server)
+    assert (await sign_in(browser, proxy, "alice")).status == 200
+    for round_ in (1, 2):  # the second round needs the rotated refresh token from the new cookie
+        clock.advance(6)
+        replies = await asyncio.gather(*(browser.get(proxy.make_url(f"/r{i}")) for i in range(6)))
+        assert [r.status for r in replies] == [200] * 6
+        assert tap.grants["refresh_token"] == round_
+        assert all(session_cookies(r) for r in replies)
+    quiet = await browser.get(proxy.make_url("/quiet"))
+    assert quiet.status == 200 and not session_cookies(quiet)  # hot path: no rewrite
+    assert tap.grants["refresh_token"] == 2
+
+
+async def test_auth_endpoint_refreshes_and_sets_the_cookie_on_the_202(
+    node: Any, make_proxy: Any, browser: Any, aiohttp_server: Any
+) -> None:
+    _, tap, clock, proxy = await refreshing_proxy(node, make_proxy, aiohttp_server)
+    await sign_in(browser, proxy, "alice")
+    clock.advance(6)
+    resp = await browser.get(proxy.make_url("/oauth2/auth"))
+    assert resp.status == 202
+    assert session_cookies(resp)
+    assert tap.grants["refresh_token"] == 1
+
+
+async def test_cookie_refresh_refreshes_by_session_age(
+    node: Any, make_proxy: Any, browser: Any, aiohttp_server: Any
+) -> None:
+    idp = node()  # hour-long tokens: only --cookie-refresh makes this refresh
+    tap = await IdPTap(idp.issuer).start(aiohttp_server)
+    clock = FakeClock(system_clock())
+    proxy = await make_proxy(
+        idp,
+        clock,
+        cookie_refresh="1m",
+        skip_oidc_discovery=True,
+        login_url=f"{idp.issuer}/auth",
+        redeem_url=tap.url("/token"),
+        oidc_jwks_url=f"{idp.issuer}/jwks",
+    )
+    await sign_in(browser, proxy, "alice")
+    clock.advance(59)
+    await browser.get(proxy.make_url("/a"))
+    assert tap.grants["refresh_token"] == 0
+    clock.advance(2)
+    await browser.get(proxy.make_url("/b"))
+    assert tap.grants["refresh_token"] == 1
+
+
+async def test_transient_failure_keeps_the_session_fatal_one_ends_it(
+    node: Any, make_proxy: Any, browser: Any, aiohttp_server: Any
+) -> None:
+    idp, tap, clock, proxy = await refreshing_proxy(node, make_proxy, aiohttp_server)
+    await sign_in(browser, proxy, "alice")
+    idp.stop()  # provider down: the tap answers 502
+    clock.advance(6)
+    assert (await browser.get(proxy.make_url("/down"))).status == 200
+    assert (await browser.get(proxy.make_url("/down-again"))).status == 200
+    assert tap.grants["refresh_token"] == 1  # rate-limited: no second try within 30 s
+    idp.restart()  # a restarted oidc-provider forgot its refresh tokens: invalid_grant
+    clock.advance(31)
+    ended = await browser.get(proxy.make_url("/after"), headers={"Accept": "application/json"})
+    assert ended.status == 401
+    assert tap.grants["refresh_token"] == 2
+    cleared = session_cookies(ended)
+    assert cleared and set(cleared.values()) == {""}  # the session cookie (every chunk) is cleared
+    assert (await browser.get(proxy.make_url("/after"), headers={"Accept": "application/json"})).status == 401
+
+
+async def test_expired_tokens_without_refresh_token_end_the_session(
+    node: Any, make_proxy: Any, browser: Any
+) -> None:
+    client = {
+        "client_id": "oidcproxy",
+        "client_secret": "oidcproxy-secret",
+        "redirect_uris": ["http://127.0.0.1/oauth2/callback"],
+        "grant_types": ["authorization_code"],  # no refresh tokens for this client
+    }
+    idp = node(ttl=TTL, clients=[client])
+    clock = FakeClock(system_clock())
+    proxy = await make_proxy(idp, clock)
+    assert (await sign_in(browser, proxy, "alice")).status == 200
+    clock.advance(6)
+    resp = await browser.get(proxy.make_url("/x"), headers={"Accept": "application/json"})
+    assert resp.status == 401
