@@ -71,6 +71,7 @@ _UNSAFE_VALUE = re.compile(r"[\x00-\x1f\x7f]")
 # Close codes an endpoint may send (RFC 6455 7.4.1-7.4.2); 1005/1006/1015 only ever describe a close.
 _SENDABLE = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
 POLICY_VIOLATION = 1008
+_CLOSING: set[asyncio.Future[bool]] = set()
 
 # (scheme, host, X-Forwarded-For) to tell the upstream: what the request looked like to the browser.
 View = Callable[[web.Request], tuple[str, str, str]]
@@ -439,8 +440,14 @@ async def _pump(
                 break
         except (ConnectionError, RuntimeError):
             break
-    code = source.close_code
+    # The peer's own code: after autoclose answers it, `close_code` may hold our reply instead.
+    code = msg.data if msg.type is WSMsgType.CLOSE else source.close_code
     if code is None or (code not in _SENDABLE and not 3000 <= code < 5000):
         code = 1000 if msg.type is WSMsgType.CLOSE else 1011
+    # Shielded: the browser hanging up right after its close frame cancels this handler, and the
+    # upstream must still be told the browser's code rather than a bare 1000 from the cleanup.
+    closing = asyncio.ensure_future(sink.close(code=code, message=reason))
+    _CLOSING.add(closing)  # referenced until done, so a cancelled pump does not drop it
+    closing.add_done_callback(_CLOSING.discard)
     with contextlib.suppress(ConnectionError, RuntimeError):
-        await sink.close(code=code, message=reason)
+        await asyncio.shield(closing)

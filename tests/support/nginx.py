@@ -9,6 +9,7 @@ Imports nothing from `oidcproxy`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import shutil
@@ -25,7 +26,7 @@ from aiohttp import web
 __all__ = ["BIG", "CLOSED", "Nginx", "big_header_upstream", "free_port", "nginx_binary", "run_nginx"]
 
 BIG = {"max_field_size": 65536, "max_line_size": 65536}
-CLOSED = web.AppKey("closed", list[int])  # close codes the upstream saw, one per socket
+CLOSED = web.AppKey("closed", asyncio.Queue[int])  # close codes the upstream saw, one per socket
 _START_TIMEOUT_S = 15.0
 
 
@@ -143,7 +144,12 @@ def big_header_upstream() -> web.Application:
         socket_ = web.WebSocketResponse(protocols=("chat", "graphql-ws"), autoping=False, max_msg_size=0)
         await socket_.prepare(request)
         await socket_.send_str(json.dumps({"hello": dict(request.headers)}))
-        async for msg in socket_:
+        while True:
+            msg = await socket_.receive()
+            if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
+                # a close the proxy sent carries its code; close_code would hold our own reply
+                seen = msg.data if msg.type is aiohttp.WSMsgType.CLOSE else socket_.close_code
+                break
             if msg.type is aiohttp.WSMsgType.TEXT:
                 if msg.data.startswith("close:"):
                     code, _, why = msg.data[6:].partition(":")
@@ -159,11 +165,11 @@ def big_header_upstream() -> web.Application:
                 await socket_.send_str("saw-ping:" + msg.data.decode())
             elif msg.type is aiohttp.WSMsgType.PONG:
                 await socket_.send_str("saw-pong:" + msg.data.decode())
-        request.app[CLOSED].append(socket_.close_code or 0)
+        request.app[CLOSED].put_nowait(seen or 0)
         return socket_
 
     app = web.Application(handler_args=BIG)
-    app[CLOSED] = []
+    app[CLOSED] = asyncio.Queue()
     app.router.add_get("/ws", ws)
     app.router.add_route("*", "/{tail:.*}", echo)
     return app

@@ -1,0 +1,148 @@
+"""The WebSocket pump through the real proxy: pings, close codes, subprotocols, big bearer headers on the
+upgrade, the Origin check, timeouts, and 1008 when the session behind the socket expires."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+
+from oidcproxy.model import FakeClock, system_clock
+from oidcproxy.server import build_app
+from tests.factories import make_settings, walk_login
+from tests.support.nginx import CLOSED, big_header_upstream
+
+pytestmark = pytest.mark.parametrize("provider", ["node"], indirect=True)
+
+
+@pytest.fixture
+async def upstream(aiohttp_server: Any) -> TestServer:
+    server: TestServer = await aiohttp_server(big_header_upstream())
+    return server
+
+
+async def _signed_in(proxy: TestServer, browser: aiohttp.ClientSession, provider: Any) -> None:
+    final = await walk_login(browser, proxy.make_url("/"), "/", provider.login, login="alice")
+    assert final.status == 200
+
+
+async def test_pings_messages_and_close_codes_pass_both_ways(
+    proxy: TestServer, upstream: TestServer, browser: aiohttp.ClientSession, provider: Any
+) -> None:
+    await _signed_in(proxy, browser, provider)
+    bearer = "Bearer " + "b" * 40_000
+    async with browser.ws_connect(
+        proxy.make_url("/ws"), autoping=False, protocols=("graphql-ws",), headers={"Authorization": bearer}
+    ) as ws:
+        assert ws.protocol == "graphql-ws"
+        hello = (await ws.receive_json())["hello"]
+        assert hello["Authorization"] == bearer
+        assert hello["X-Forwarded-Email"] == "alice@example.com"
+        await ws.ping(b"p1")
+        pong = await ws.receive()
+        assert (pong.type, pong.data) == (aiohttp.WSMsgType.PONG, b"p1")
+        assert await ws.receive_str() == "saw-ping:p1"
+        await ws.send_str("ping-me")
+        ping = await ws.receive()
+        assert (ping.type, ping.data) == (aiohttp.WSMsgType.PING, b"from-upstream")
+        await ws.pong(b"back")
+        assert await ws.receive_str() == "saw-pong:back"
+        await ws.send_bytes(b"\x00\x01\x02")
+        assert await ws.receive_bytes() == b"\x02\x01\x00"
+        await ws.send_str("close:4001:asked")
+        closing = await ws.receive()
+        assert closing.type is aiohttp.WSMsgType.CLOSE
+        assert (closing.data, closing.extra) == (4001, "asked")
+    # The upstream began that close; what it sees is the reply to it (aiohttp's client answers 1000).
+    assert await asyncio.wait_for(upstream.app[CLOSED].get(), 10) in (1000, 4001)
+
+    async with browser.ws_connect(proxy.make_url("/ws")) as ws:
+        assert ws.protocol is None
+        await ws.receive_json()
+        await ws.close(code=4002, message=b"bye")
+    assert await asyncio.wait_for(upstream.app[CLOSED].get(), 10) == 4002
+
+
+async def test_cookie_websocket_from_foreign_origin_refused(
+    proxy_factory: Any, browser: aiohttp.ClientSession, provider: Any
+) -> None:
+    proxy = await proxy_factory(whitelist_domain=[".example.com"])
+    await _signed_in(proxy, browser, provider)
+    own = str(proxy.make_url("")).rstrip("/")
+    for allowed in (own, "https://grafana.example.com", None):
+        async with browser.ws_connect(proxy.make_url("/ws"), origin=allowed) as ws:
+            assert "hello" in await ws.receive_json()
+    for foreign in ("https://evil.example.net", "null", own.replace("127.0.0.1", "localhost")):
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await browser.ws_connect(proxy.make_url("/ws"), origin=foreign)
+        assert refused.value.status == 403
+
+
+async def test_websocket_closed_with_1008_when_the_session_expires(
+    aiohttp_server: Any, upstream: TestServer, browser: aiohttp.ClientSession, provider: Any
+) -> None:
+    clock = FakeClock(system_clock())
+    settings = make_settings(
+        upstream=[str(upstream.make_url("/"))],
+        oidc_issuer_url=provider.node.issuer,
+        client_id=provider.node.client_id,
+        client_secret=provider.node.client_secret,
+        cookie_expire="1h",
+        websocket_session_check="50ms",
+    )
+    proxy: TestServer = await aiohttp_server(build_app(settings, clock))
+    await _signed_in(proxy, browser, provider)
+    async with browser.ws_connect(proxy.make_url("/ws")) as ws:
+        await ws.receive_json()
+        await ws.send_str("still here")
+        assert await ws.receive_str() == "echo:still here"
+        clock.advance(3601)
+        closing = await ws.receive()
+        assert (closing.type, closing.data) == (aiohttp.WSMsgType.CLOSE, 1008)
+        assert closing.extra == "session expired"
+    await asyncio.wait_for(upstream.app[CLOSED].get(), 10)  # and the upstream's socket is closed too
+
+
+async def test_idle_websocket_closed(
+    proxy_factory: Any, browser: aiohttp.ClientSession, provider: Any
+) -> None:
+    proxy = await proxy_factory(websocket_idle_timeout="200ms")
+    await _signed_in(proxy, browser, provider)
+    async with browser.ws_connect(proxy.make_url("/ws")) as ws:
+        await ws.receive_json()
+        closing = await ws.receive()
+        assert (closing.type, closing.data) == (aiohttp.WSMsgType.CLOSE, 1001)
+
+
+@pytest.fixture
+async def silent_upstream() -> AsyncIterator[int]:
+    """Accepts connections and never answers: a handshake that never completes."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def accept(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    yield server.sockets[0].getsockname()[1]
+    for writer in held:
+        writer.close()
+    server.close()
+    await server.wait_closed()
+
+
+async def test_websocket_handshake_timeout(
+    proxy_factory: Any, browser: aiohttp.ClientSession, provider: Any, silent_upstream: int
+) -> None:
+    proxy = await proxy_factory(
+        upstream=[f"http://127.0.0.1:{silent_upstream}/"],
+        websocket_handshake_timeout="200ms",
+        upstream_timeout="200ms",
+    )
+    await walk_login(browser, proxy.make_url("/"), "/", provider.login, login="alice")
+    with pytest.raises(aiohttp.WSServerHandshakeError) as failed:
+        await browser.ws_connect(proxy.make_url("/ws"))
+    assert failed.value.status == 504
