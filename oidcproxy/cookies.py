@@ -1,18 +1,35 @@
 """Cookie value chunking and Set-Cookie specs. Pure: no I/O, no aiohttp.web.
 
 Browsers keep about 4096 bytes a cookie, name and attributes included, so a large sealed session is
-split into `<name>_0`, `<name>_1`, … and joined again on the way in.
+split into `<name>_0`, `<name>_1`, … and joined again on the way in. Past what a browser sends back in
+one Cookie header line that NGINX (`large_client_header_buffers 4 64k`) and we accept, or past the
+chunks we read back, a warning names the cause and the fix. No I/O besides that log line.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-__all__ = ["CHUNK_SIZE", "CookiePolicy", "SetCookie", "chunk_names", "join_cookie", "split_cookie"]
+__all__ = [
+    "CHUNK_SIZE",
+    "COOKIE_BUDGET",
+    "oversize_warning",
+    "CookiePolicy",
+    "SetCookie",
+    "chunk_names",
+    "join_cookie",
+    "split_cookie",
+]
 
 CHUNK_SIZE = 3800
 _MAX_CHUNKS = 32
+# One Cookie header line must fit 64 KiB (NGINX's documented buffer, our --max-header-size default),
+# next to the other cookies of the site: keep the session well under it.
+COOKIE_BUDGET = 48 * 1024
+
+log = logging.getLogger("oidcproxy.cookies")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +73,24 @@ class SetCookie:
         )
 
 
+def oversize_warning(name: str, size: int, limit: int = CHUNK_SIZE) -> str | None:
+    """Why a session of `size` bytes will not come back from the browser, and what to do; or None."""
+    chunks = -(-size // limit)
+    if size <= COOKIE_BUDGET and chunks <= _MAX_CHUNKS:
+        return None
+    return (
+        f"session cookie {name} is {size} bytes in {chunks} cookies: browsers, NGINX "
+        f"(large_client_header_buffers 4 64k) and --max-header-size will not carry it back in one "
+        "Cookie header, so the person will be asked to sign in again. The cause is the size of the "
+        "provider's tokens (usually a long groups claim in the ID token); fix: have the provider "
+        "send fewer groups (a groups filter or a group-membership scope), or shorten the claims"
+    )
+
+
 def split_cookie(name: str, value: str, limit: int = CHUNK_SIZE) -> list[tuple[str, str]]:
+    warning = oversize_warning(name, len(value), limit)
+    if warning:
+        log.warning(warning)
     if len(value) <= limit:
         return [(name, value)]
     return [(f"{name}_{i}", value[at : at + limit]) for i, at in enumerate(range(0, len(value), limit))]
