@@ -41,14 +41,14 @@ USERS: dict[str, dict[str, Any]] = {
         "groups": ["admins", "dev"],
     },
     "bob": {"email": "bob@example.com", "email_verified": True, "preferred_username": "bob", "groups": []},
-    # oidc-provider (as tests/oidc-provider/server.mjs configures it) releases only the standard
-    # claims, so Keycloak's nested `realm_access.roles` and a comma-separated group string ride in
-    # the `name` and `preferred_username` claims here: real, provider-signed tokens all the same.
+    # Keycloak's shape: roles nested under realm_access, plus a comma-separated group string
+    # (released by the provider through its `extra_claims`).
     "kc": {
         "email": "kc@example.com",
         "email_verified": True,
-        "name": {"roles": ["realm-admin", "viewer"]},
         "preferred_username": "ops, audit",
+        "realm_access": {"roles": ["realm-admin", "viewer"]},
+        "team_csv": "ops, audit",
         "groups": [],
     },
     "nomail": {"email_verified": True, "preferred_username": "nomail", "groups": ["dev"]},
@@ -182,10 +182,10 @@ async def code_flow_id_token(idp: NodeIdP, client: dict[str, Any], login: str) -
 
 
 async def test_nested_groups_string_groups_and_prefixes(node: Any, make_proxy: Any, browser: Any) -> None:
-    idp = node()
+    idp = node(extra_claims=["realm_access", "team_csv"])
     nested = await make_proxy(
         idp,
-        oidc_groups_claim="name.roles",
+        oidc_groups_claim="realm_access.roles",
         oidc_groups_prefix="kc:",
         oidc_username_claim="preferred_username",
     )
@@ -193,7 +193,7 @@ async def test_nested_groups_string_groups_and_prefixes(node: Any, make_proxy: A
     assert seen["headers"]["X-Forwarded-Groups"] == "kc:realm-admin,kc:viewer"
     assert seen["headers"]["X-Forwarded-User"] == f"{idp.issuer}#ops, audit"  # not email: issuer#
     browser.cookie_jar.clear()
-    flat = await make_proxy(idp, oidc_groups_claim="preferred_username")
+    flat = await make_proxy(idp, oidc_groups_claim="team_csv")
     seen = await (await sign_in(browser, flat, "kc")).json()
     assert seen["headers"]["X-Forwarded-Groups"] == "ops,audit"
     assert seen["headers"]["X-Forwarded-User"] == "kc@example.com"  # email: no prefix
@@ -360,6 +360,22 @@ async def test_manual_endpoints_and_userinfo_fallback_once_at_login(
     assert final.status == 403  # userinfo has no email either, so the email rules refuse
     await browser.get(fallback.make_url("/again"))
     assert tap.seen["GET /me"] == 1
+
+
+async def test_userinfo_supplies_email_and_groups_missing_from_the_id_token(
+    node: Any, make_proxy: Any, browser: Any
+) -> None:
+    idp = node(conform_id_token_claims=True)  # scope claims only at userinfo, as some providers do
+    proxy = await make_proxy(idp, allowed_group=["admins"], pass_authorization_header=True)
+    final = await sign_in(browser, proxy, "alice")
+    assert final.status == 200
+    headers = (await final.json())["headers"]
+    id_claims = jwt.decode(
+        headers["Authorization"].removeprefix("Bearer "), options={"verify_signature": False}
+    )
+    assert "email" not in id_claims and "groups" not in id_claims
+    assert headers["X-Forwarded-Email"] == "alice@example.com"
+    assert headers["X-Forwarded-Groups"] == "admins,dev"
 
 
 # --- keys ----------------------------------------------------------------------------------------

@@ -28,6 +28,8 @@ const DEFAULTS = {
   ],
   users: {},
   extra_groups: 0,
+  extra_claims: [],
+  conform_id_token_claims: false,
   ttl: {},
   signing_alg: 'RS256',
   key_file: undefined,
@@ -175,13 +177,13 @@ function buildProvider(config, issuer) {
     jwks: { keys: signingKeys(config) },
     cookies: { keys: [crypto.randomBytes(32).toString('base64url')] },
     // Claims in the ID token even for response_type=code (OIDC Core 5.4 lets the OP choose).
-    conformIdTokenClaims: false,
+    conformIdTokenClaims: Boolean(config.conform_id_token_claims),
     scopes: ['openid', 'email', 'profile', 'groups', 'offline_access'],
     // "groups" is also part of "profile": the proxy asks for "openid email profile" by default.
     claims: {
       openid: ['sub'],
       email: ['email', 'email_verified'],
-      profile: ['name', 'preferred_username', 'groups'],
+      profile: ['name', 'preferred_username', 'groups', ...config.extra_claims],
       groups: ['groups'],
     },
     findAccount: (_ctx, sub) => ({

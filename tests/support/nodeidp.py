@@ -23,6 +23,10 @@ Config keys accepted by `start_node_idp` (all optional; server.mjs has the same 
   Any other login signs in as a default account (email = login if it has an "@", else
   login@example.com; email_verified true). The password is never checked.
 - `extra_groups`: N synthetic groups `group-0001`... appended to every user's `groups` (big tokens).
+- `extra_claims`: names of further user claims to release with the `profile` scope (e.g. a
+  Keycloak-style nested `realm_access`, or a comma-separated group string).
+- `conform_id_token_claims`: True keeps scope claims (email, groups, ...) out of the ID token when an
+  access token is issued, so they are only at userinfo (OIDC Core 5.4); default False.
 - `ttl`: seconds for `AccessToken`, `IdToken`, `RefreshToken` (also `AuthorizationCode`, `Session`,
   `Grant`, `Interaction`). Refresh tokens go to every client with the refresh_token grant and are
   rotated on each use.
