@@ -140,6 +140,7 @@ class Stack:
 
     # -- the upstream: nginx serving a small body, a 1 MB file, and /ws proxied to an echo server
     def upstream(self) -> Proc:
+        chmod_for_apache(self.root)  # nginx workers run as nobody too
         www = self.root / "www"
         www.mkdir(exist_ok=True)
         (www / "small").write_bytes(SMALL_BODY)

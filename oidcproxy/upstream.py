@@ -221,6 +221,13 @@ def _response_headers(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
     return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in drop)
 
 
+class _ProxiedResponse(web.StreamResponse):
+    """Holds the status line and headers back until the first body chunk, so a small answer leaves in
+    one write instead of two (web.Response does the same; measured in bench/). Still streams."""
+
+    _send_headers_immediately = False
+
+
 class UpstreamProxy:
     """Streams a request to its route's upstream and the answer back; owns the connection pool."""
 
@@ -304,7 +311,7 @@ class UpstreamProxy:
         except aiohttp.ClientError as exc:
             raise UpstreamUnavailable(f"{url.origin()}: {type(exc).__name__}: {exc}") from exc
         try:
-            response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+            response = _ProxiedResponse(status=upstream.status, reason=upstream.reason)
             response.headers.extend(_response_headers(upstream.headers))
             await response.prepare(request)
             async for chunk in upstream.content.iter_any():
