@@ -27,7 +27,7 @@ from oidcproxy.appkeys import (
     SETTINGS,
 )
 from oidcproxy.cookies import SetCookie
-from oidcproxy.errors import Forbidden, IdPUnavailable, NotAuthenticated
+from oidcproxy.errors import Forbidden, IdPUnavailable, LoginFailed, NotAuthenticated
 from oidcproxy.forwarded import External, callback_url
 from oidcproxy.login import return_target
 from oidcproxy.middleware import page, pages, redirect
@@ -234,11 +234,13 @@ async def _fresh(request: web.Request, session: Session) -> Session:
         raise NotAuthenticated("session tokens expired and there is no refresh token")
     try:
         fresh = await refresher.refresh(session)
-    except (RefreshRefused, Forbidden) as exc:
+    except (RefreshRefused, LoginFailed, Forbidden) as exc:
+        # Refused, or new tokens that fail validation: the session ends and the person signs in again.
         request[SET_COOKIES] = await app[SESSIONS].clear(request.cookies)
         if isinstance(exc, Forbidden):
             raise
-        raise NotAuthenticated(f"session ended: refresh refused ({exc.error})") from exc
+        reason = exc.error if isinstance(exc, RefreshRefused) else exc.detail
+        raise NotAuthenticated(f"session ended: refresh failed ({reason})") from exc
     if fresh is not session:
         request[SET_COOKIES] = await app[SESSIONS].save(fresh, request.cookies)
     return fresh
