@@ -32,6 +32,27 @@ def short_idp() -> Iterator[NodeIdP]:
         yield idp
 
 
+async def signed_in_behind_nginx(
+    idp: NodeIdP, clock: FakeClock, aiohttp_server: Any, app_upstream: Any, nginx: Any, browser: Any
+) -> URL:
+    """The proxy on `clock` behind NGINX in auth_request mode, and the browser signed in through it."""
+    settings = make_settings(
+        upstream=[str(app_upstream.make_url("/"))],
+        oidc_issuer_url=idp.issuer,
+        client_id=idp.client_id,
+        client_secret=idp.client_secret,
+        cookie_secure=True,
+        reverse_proxy=True,
+        set_xauthrequest=True,
+    )
+    proxy = await aiohttp_server(build_app(settings, clock))
+    edge = nginx(auth_request_server(proxy.port, app_upstream.port))
+    base = URL(f"https://localhost:{edge.port}")
+    _, final = await _sign_in(browser, base, "/app")
+    assert final.status == 200
+    return base
+
+
 def session_cookie(browser: aiohttp.ClientSession) -> str:
     return next(c.value for c in browser.cookie_jar if c.key == "_oidcproxy")
 
@@ -40,20 +61,7 @@ async def test_refreshed_cookie_reaches_the_browser_through_nginx(
     short_idp: NodeIdP, aiohttp_server: Any, app_upstream: Any, nginx: Any, browser_tls: aiohttp.ClientSession
 ) -> None:
     clock = FakeClock(system_clock())
-    settings = make_settings(
-        upstream=[str(app_upstream.make_url("/"))],
-        oidc_issuer_url=short_idp.issuer,
-        client_id=short_idp.client_id,
-        client_secret=short_idp.client_secret,
-        cookie_secure=True,
-        reverse_proxy=True,
-        set_xauthrequest=True,
-    )
-    proxy = await aiohttp_server(build_app(settings, clock))
-    edge = nginx(auth_request_server(proxy.port, app_upstream.port))
-    base = URL(f"https://localhost:{edge.port}")
-    _, final = await _sign_in(browser_tls, base, "/app")
-    assert final.status == 200
+    base = await signed_in_behind_nginx(short_idp, clock, aiohttp_server, app_upstream, nginx, browser_tls)
     first = session_cookie(browser_tls)
 
     for _ in range(2):
@@ -80,19 +88,7 @@ async def test_refresh_with_tokens_that_fail_validation_signs_in_again_not_500(
     short_idp: NodeIdP, aiohttp_server: Any, app_upstream: Any, nginx: Any, browser_tls: aiohttp.ClientSession
 ) -> None:
     clock = FakeClock(system_clock())
-    settings = make_settings(
-        upstream=[str(app_upstream.make_url("/"))],
-        oidc_issuer_url=short_idp.issuer,
-        client_id=short_idp.client_id,
-        client_secret=short_idp.client_secret,
-        cookie_secure=True,
-        reverse_proxy=True,
-    )
-    proxy = await aiohttp_server(build_app(settings, clock))
-    edge = nginx(auth_request_server(proxy.port, app_upstream.port))
-    base = URL(f"https://localhost:{edge.port}")
-    _, final = await _sign_in(browser_tls, base, "/app")
-    assert final.status == 200
+    base = await signed_in_behind_nginx(short_idp, clock, aiohttp_server, app_upstream, nginx, browser_tls)
     # The proxy's clock runs far ahead of the provider's: refreshed tokens look expired on arrival.
     # /oauth2/auth must still answer 401 (NGINX turns anything but 2xx/401/403 into a 500).
     clock.advance(600)
