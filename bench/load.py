@@ -161,12 +161,13 @@ async def idle_websockets(url: str, cookie: str, count: int, measure: object) ->
         try:
             for at in range(0, count, 200):
                 batch = [
-                    client.ws_connect(url, headers=headers, autoping=False)
+                    asyncio.wait_for(client.ws_connect(url, headers=headers, autoping=False), 20)
                     for _ in range(min(200, count - at))
                 ]
-                for result in await asyncio.gather(*batch, return_exceptions=True):
-                    if isinstance(result, aiohttp.ClientWebSocketResponse):
-                        opened.append(result)
+                results = await asyncio.gather(*batch, return_exceptions=True)
+                opened += [r for r in results if isinstance(r, aiohttp.ClientWebSocketResponse)]
+                if len(opened) < at:  # the proxy stopped accepting more: measure what is held
+                    break
             await asyncio.sleep(1.0)  # let the proxy settle its buffers before measuring
             value = measure()  # type: ignore[operator]
             return len(opened), float(value)

@@ -254,7 +254,10 @@ class UpstreamProxy:
         self._http: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=0, limit_per_host=512, keepalive_timeout=30)
+        # No cap per host: every open WebSocket holds one upstream connection for its lifetime, so a cap
+        # of 512 stalled the 513th WebSocket of a worker (bench/: 10,000 idle WebSockets). Keep-alive
+        # connections are bounded by the client's own concurrency, as with nginx's upstream keepalive.
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30)
         self._http = aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout_s),
