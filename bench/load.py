@@ -115,6 +115,12 @@ async def _login(idp_side: aiohttp.ClientSession, base: str, kind: str, user: st
     return cookies
 
 
+async def still_signed_in(base: str, cookie: str) -> bool:
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as client:
+        async with client.get(f"{base}/small", headers={"Cookie": cookie}, allow_redirects=False) as r:
+            return r.status == 200
+
+
 async def logins_per_s(base: str, kind: str, user: str, *, seconds: float, concurrency: int = 4) -> float:
     """Full sign-ins (start -> provider -> callback) per second, each with a fresh browser."""
     done = 0

@@ -253,6 +253,10 @@ def _measure(
     def add(figure: str, value: float) -> None:
         values.setdefault(figure, []).append(round(value, 3))
 
+    if cookies and not asyncio.run(load.still_signed_in(base, cookies["small"])):
+        # wrk does not count redirects as errors: a lost session would measure the sign-in redirect.
+        notes.append(f"repetition {rep + 1}: the session was no longer valid; figures skipped")
+        return
     small = hit("/small")
     add("small_rps", small.rps)
     add("small_p50_ms", small.p50_ms)

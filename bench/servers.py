@@ -275,6 +275,7 @@ LimitRequestFieldSize 65536
 LimitRequestLine 65536
 OIDCCacheType shm
 OIDCCacheShmEntrySizeMax 65536
+OIDCCacheShmMax 100000
 {vhosts}
 """
         )
