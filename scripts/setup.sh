@@ -23,6 +23,22 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 python3 -m pip install -q --disable-pip-version-check -e ".[test,bench]"
-(cd tests/oidc-provider && npm ci --no-audit --no-fund --loglevel=error)
-(cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)  # axe-core for the browser tests
+# npm ci wipes node_modules first; skip it when what is installed is what the lock file names, so a
+# second run does not pull the provider out from under tests that are running.
+npm_ci() {
+  local dir=$1
+  if [ -f "$dir/node_modules/.package-lock.json" ] && python3 - "$dir" <<'PY'
+import json, sys
+d = sys.argv[1]
+want = {k: v.get("version") for k, v in json.load(open(f"{d}/package-lock.json"))["packages"].items() if k}
+have = {k: v.get("version") for k, v in json.load(open(f"{d}/node_modules/.package-lock.json"))["packages"].items()}
+sys.exit(0 if want == have else 1)
+PY
+  then
+    return 0
+  fi
+  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+}
+npm_ci tests/oidc-provider  # the third-party OpenID provider of the integration tests
+npm_ci tests/browser        # axe-core for the browser tests
 
