@@ -16,10 +16,20 @@ from urllib.parse import quote
 from aiohttp import web
 
 from oidcproxy.appkeys import EDGE, REQUEST_ID, SETTINGS
+from oidcproxy.config import Settings
 from oidcproxy.errors import Forbidden, LoginFailed, NotAuthenticated, ProxyError
 from oidcproxy.pages import PageOptions, Pages
 
-__all__ = ["PAGE_HEADERS", "errors_and_ids", "page", "pages", "redirect", "wants_html"]
+__all__ = [
+    "PAGE_HEADERS",
+    "error_response",
+    "errors_and_ids",
+    "load_pages",
+    "page",
+    "pages",
+    "redirect",
+    "wants_html",
+]
 
 log = logging.getLogger("oidcproxy")
 
@@ -52,7 +62,11 @@ _loaded: dict[PageOptions, Pages] = {}
 
 async def pages(request: web.Request) -> Pages:
     """The page renderer for this app's settings; templates and logo are read once, in a thread."""
-    s = request.app[SETTINGS]
+    return await load_pages(request.app[SETTINGS])
+
+
+async def load_pages(s: Settings) -> Pages:
+    """`pages()` for code that runs outside a request (the 431 answer is built before the app)."""
     options = PageOptions(
         display_name=s.provider_display_name,
         banner=s.banner,
@@ -101,12 +115,24 @@ async def _render(request: web.Request, exc: ProxyError, rid: str) -> web.Stream
     if isinstance(exc, NotAuthenticated) and navigation:
         return redirect("/oauth2/sign_in?rd=" + quote(request.raw_path, safe=""))
     if not wants_html(request):
+        return error_response(exc, rid, None)
+    debug = exc.detail if request.app[SETTINGS].show_debug_on_error else ""
+    return error_response(exc, rid, await pages(request), action=_next_step(request, exc), debug=debug)
+
+
+def error_response(
+    exc: ProxyError,
+    rid: str,
+    rendered: Pages | None,
+    *,
+    action: tuple[str, str] | None = None,
+    debug: str = "",
+) -> web.Response:
+    """The error as JSON, or as the HTML error page when given `rendered` pages."""
+    if rendered is None:
         body = {"error": type(exc).__name__, "status": exc.status, "message": exc.public, "request_id": rid}
         return web.json_response(body, status=exc.status, headers={"Cache-Control": "no-store"})
-    debug = exc.detail if request.app[SETTINGS].show_debug_on_error else ""
-    html = (await pages(request)).error(
-        exc.status, exc.title, exc.public, rid, action=_next_step(request, exc), debug=debug
-    )
+    html = rendered.error(exc.status, exc.title, exc.public, rid, action=action, debug=debug)
     return page(html, status=exc.status)
 
 

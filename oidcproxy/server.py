@@ -42,7 +42,7 @@ from oidcproxy.forwarded import Edge
 from oidcproxy.idp import IdPClient, IdPConfig, warning_text
 from oidcproxy.idp import build_app as build_idp_app
 from oidcproxy.login import LoginFlow
-from oidcproxy.middleware import errors_and_ids
+from oidcproxy.middleware import error_response, errors_and_ids, load_pages
 from oidcproxy.model import Clock, system_clock
 from oidcproxy.oidc import (
     BearerVerifier,
@@ -55,6 +55,7 @@ from oidcproxy.oidc import (
     parse_pairs,
     ssl_context,
 )
+from oidcproxy.pages import Pages
 from oidcproxy.session import CookieSessionStore
 from oidcproxy.upstream import HeaderPolicy, Route, Router, UpstreamProxy, WebSocketTimeouts
 
@@ -144,31 +145,45 @@ class _HeaderLimitProtocol(web_protocol.RequestHandler):
         too_many = isinstance(exc, BadHttpMessage) and "Too many headers" in str(exc)
         if not isinstance(exc, LineTooLong) and not too_many:
             return super().handle_error(request, status, exc, message)
-        return _too_large(request.remote or "", "too many header lines" if too_many else str(exc)[:200])
+        why = "too many header lines" if too_many else str(exc)[:200]
+        pages = getattr(self._manager, "pages", None)
+        # The parser failed before any header was kept, so Accept is unknown: the page, which any
+        # client can read (an oversized Cookie line from a browser is the commonest cause).
+        return _too_large(request.remote or "", why, pages)
 
 
-def _too_large(peer: str, why: str) -> web.Response:
-    log.warning("431 to %s: request headers too large (%s); raise --max-header-size if legitimate", peer, why)
-    body = (
-        f"431 {HeadersTooLarge.title}\n\n{HeadersTooLarge.public} A header line may be at most "
-        "--max-header-size bytes, and all headers together twice that. Large sessions or bearer "
-        "tokens are the usual cause.\n"
+def _too_large(peer: str, why: str, pages: Pages | None) -> web.Response:
+    """431 as the error page (`pages`) or as JSON (None), with a request id in the answer and the log."""
+    rid = secrets.token_hex(8)
+    log.warning(
+        "431 to %s: request headers too large (%s); raise --max-header-size if legitimate [request_id=%s]",
+        peer,
+        why,
+        rid,
     )
-    response = web.Response(status=431, text=body, headers={"Cache-Control": "no-store"})
+    public = (
+        f"{HeadersTooLarge.public} A header line may be at most --max-header-size bytes, and all "
+        "headers together twice that. Large sessions or bearer tokens are the usual cause."
+    )
+    response = error_response(HeadersTooLarge(why, public=public), rid, pages)
+    response.headers["X-Request-Id"] = rid
     response.force_close()
     return response
 
 
 class _HeaderLimitServer(web.Server):
-    def __init__(self, *args: Any, total_limit: int, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, total_limit: int, pages: Pages | None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         inner = self.request_handler
         self._total_limit = total_limit
+        self.pages = pages
 
         async def checked(request: BaseRequest) -> web.StreamResponse:
             size = sum(len(k) + len(v) + 4 for k, v in request.raw_headers)
             if size > self._total_limit:
-                return _too_large(request.remote or "", f"{size} bytes of headers in all")
+                html = "text/html" in request.headers.get("Accept", "")
+                why = f"{size} bytes of headers in all"
+                return _too_large(request.remote or "", why, self.pages if html else None)
             return await inner(request)
 
         self.request_handler = checked
@@ -178,6 +193,11 @@ class _HeaderLimitServer(web.Server):
 
 
 def _answer_431(app: web.Application, max_line: int) -> None:
+    loaded: list[Pages] = []  # the error page's look, read at startup (runners start before serving)
+
+    async def load(app: web.Application) -> None:
+        loaded.append(await load_pages(app[SETTINGS]))
+
     def make_handler(*, loop: Any = None, **kwargs: Any) -> web.Server:
         plain = original(loop=loop, **kwargs)
         return _HeaderLimitServer(
@@ -186,8 +206,11 @@ def _answer_431(app: web.Application, max_line: int) -> None:
             handler_cancellation=plain.handler_cancellation,
             loop=plain._loop,
             total_limit=2 * max_line,
+            pages=loaded[-1] if loaded else None,
             **plain._kwargs,
         )
+
+    app.on_startup.append(load)
 
     original = app._make_handler
     setattr(app, "_make_handler", make_handler)  # noqa: B010 - instance hook, see above

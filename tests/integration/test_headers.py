@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import logging
+import re
 from typing import Any
 
 import aiohttp
@@ -78,6 +82,66 @@ async def test_large_bearer_header_reaches_upstream_and_1mb_header_gets_431(
         total = await browser.get(proxy.make_url("/who"), headers=many)
         assert total.status == 431
     assert sum("431 to 127.0.0.1" in r.getMessage() for r in caplog.records) == 2
+
+
+async def _raw_request(port: int, head: bytes) -> tuple[int, dict[str, str], bytes]:
+    """One request over a plain socket; (status, headers with lower-case names, body)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(head)
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+        raw = await reader.read()  # the 431 closes the connection, so EOF ends the answer
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+    top, _, body = raw.partition(b"\r\n\r\n")
+    lines = top.decode("latin-1").split("\r\n")
+    fields = dict(line.split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), {k.lower(): v for k, v in fields.items()}, body
+
+
+def _head(*lines: str) -> bytes:
+    return (
+        "\r\n".join(["GET /who HTTP/1.1", "Host: 127.0.0.1", "Connection: close", *lines]) + "\r\n\r\n"
+    ).encode()
+
+
+async def test_431_is_the_error_page_or_json_with_a_request_id(
+    proxy: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Any other error page of ours, for the look the 431 must share.
+    status, _, other = await _raw_request(
+        proxy.port, _head("Accept: text/html").replace(b"/who", b"/oauth2/callback")
+    )
+    assert status == 400
+    with caplog.at_level(logging.WARNING, logger="oidcproxy"):
+        # One line over the limit: the parser stops before Accept is kept, so the page is sent.
+        status, headers, body = await _raw_request(proxy.port, _head("X-Huge: " + "x" * 70_000))
+        assert status == 431
+        assert headers["content-type"].startswith("text/html")
+        page = body.decode()
+        rid = re.search(r'<code class="rid">([0-9a-f]+)</code>', page)
+        assert rid is not None and headers["x-request-id"] == rid.group(1)
+        assert '<h1 id="heading">Request headers too large</h1>' in page
+        assert "Clear this site&#x27;s cookies" in page
+        untitled = [re.sub(r"<title>.*?</title>", "", p.split("<body")[0]) for p in (page, other.decode())]
+        assert untitled[0] == untitled[1]  # the same head and stylesheet as every other error page
+        # Each line fits but all together do not: Accept is known, and honoured both ways.
+        many = [f"X-Part-{i}: " + "y" * 30_000 for i in range(5)]
+        status, headers, body = await _raw_request(proxy.port, _head("Accept: text/html", *many))
+        assert (status, headers["content-type"].split(";")[0]) == (431, "text/html")
+        assert "Request headers too large" in body.decode()
+        status, headers, body = await _raw_request(proxy.port, _head("Accept: application/json", *many))
+        assert (status, headers["content-type"].split(";")[0]) == (431, "application/json")
+        answer = json.loads(body)
+        assert answer["error"] == "HeadersTooLarge" and answer["status"] == 431
+        assert "--max-header-size" in answer["message"] and answer["request_id"] == headers["x-request-id"]
+    logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("431 to 127.0.0.1")]
+    assert len(logged) == 3
+    assert f"[request_id={rid.group(1)}]" in logged[0]
+    assert f"[request_id={answer['request_id']}]" in logged[2]
 
 
 async def test_max_header_size_is_configurable(proxy_factory: Any, browser: aiohttp.ClientSession) -> None:
