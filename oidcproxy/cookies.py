@@ -20,6 +20,7 @@ __all__ = [
     "SetCookie",
     "chunk_names",
     "join_cookie",
+    "secure_attribute",
     "split_cookie",
 ]
 
@@ -71,6 +72,17 @@ class SetCookie:
             secure=policy.secure,
             samesite=policy.samesite,
         )
+
+
+def secure_attribute(cookie: SetCookie, external_scheme: str) -> bool:
+    """Whether the cookie goes out marked `Secure`.
+
+    --cookie-secure=true (the default): always, as oauth2-proxy. --cookie-secure=false only stops
+    *requiring* https: when the browser's own scheme is https (TLS here, or `X-Forwarded-Proto: https`
+    from a trusted --reverse-proxy peer) the cookie is still Secure, since it only ever travels over
+    https there and could otherwise leak to a plain-http page of the same host.
+    """
+    return cookie.secure or external_scheme == "https"
 
 
 def oversize_warning(name: str, size: int, limit: int = CHUNK_SIZE) -> str | None:

@@ -26,7 +26,7 @@ from oidcproxy.appkeys import (
     SET_COOKIES,
     SETTINGS,
 )
-from oidcproxy.cookies import SetCookie
+from oidcproxy.cookies import SetCookie, secure_attribute
 from oidcproxy.errors import Forbidden, IdPUnavailable, LoginFailed, NotAuthenticated
 from oidcproxy.forwarded import External, callback_url
 from oidcproxy.login import return_target
@@ -52,7 +52,10 @@ __all__ = [
 log = logging.getLogger("oidcproxy")
 
 
-def apply_cookies(response: web.StreamResponse, cookies: Iterable[SetCookie]) -> None:
+def apply_cookies(
+    response: web.StreamResponse, cookies: Iterable[SetCookie], *, scheme: str = "http"
+) -> None:
+    """Set the cookies; `scheme` is the browser's (see `_scheme`), which can make them Secure."""
     for c in cookies:
         response.set_cookie(
             c.name,
@@ -60,7 +63,7 @@ def apply_cookies(response: web.StreamResponse, cookies: Iterable[SetCookie]) ->
             max_age=c.max_age,
             path=c.path,
             domain=c.domain or None,
-            secure=c.secure,
+            secure=secure_attribute(c, scheme),
             httponly=c.httponly,
             samesite=c.samesite.capitalize(),
         )
@@ -72,7 +75,7 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
     if settings.skip_provider_button:
         return await start(request)
     response = page((await pages(request)).sign_in("/oauth2/start?rd=" + quote(rd, safe="")))
-    apply_cookies(response, await request.app[SESSIONS].clear(request.cookies))
+    apply_cookies(response, await request.app[SESSIONS].clear(request.cookies), scheme=_scheme(request))
     return response
 
 
@@ -87,7 +90,7 @@ async def start(request: web.Request) -> web.StreamResponse:
     )
     response = redirect(url)
     # No session fixation: starting a login drops whatever session the browser had.
-    apply_cookies(response, [*await app[SESSIONS].clear(request.cookies), login_cookie])
+    apply_cookies(response, [*await app[SESSIONS].clear(request.cookies), login_cookie], scheme=ext.scheme)
     return response
 
 
@@ -104,8 +107,9 @@ async def callback(request: web.Request) -> web.StreamResponse:
     session = Session(identity, tokens, created_at=now, expires_at=now + app[SETTINGS].cookie_expire)
     log.info("signed in: %s (sub %s)", identity.email or identity.user, identity.subject)
     response = redirect(done.attempt.return_to)
-    apply_cookies(response, await app[SESSIONS].save(session, request.cookies))
-    apply_cookies(response, [app[LOGIN].clear(done.attempt.state)])
+    scheme = _scheme(request)
+    apply_cookies(response, await app[SESSIONS].save(session, request.cookies), scheme=scheme)
+    apply_cookies(response, [app[LOGIN].clear(done.attempt.state)], scheme=scheme)
     return response
 
 
@@ -114,8 +118,12 @@ async def sign_out(request: web.Request) -> web.StreamResponse:
     response = (
         redirect(_return_to(request)) if rd else page((await pages(request)).signed_out("/oauth2/sign_in"))
     )
-    apply_cookies(response, await request.app[SESSIONS].clear(request.cookies))
+    apply_cookies(response, await request.app[SESSIONS].clear(request.cookies), scheme=_scheme(request))
     return response
+
+
+def _scheme(request: web.Request) -> str:
+    return _external(request).scheme
 
 
 def _external(request: web.Request) -> External:
@@ -262,6 +270,6 @@ async def stashed_cookies(request: web.Request, response: web.StreamResponse) ->
     if cookies:
         # aiohttp has already turned response.cookies into headers when this signal runs.
         scratch = web.Response()
-        apply_cookies(scratch, cookies)
+        apply_cookies(scratch, cookies, scheme=_scheme(request))
         for morsel in scratch.cookies.values():
             response.headers.add("Set-Cookie", morsel.output(header="")[1:])

@@ -176,3 +176,63 @@ async def test_api_route_answers_401_instead_of_redirect(
     assert api.status == 401
     page = await browser.get(proxy.make_url("/dash"), headers=html, allow_redirects=False)
     assert page.status == 302
+
+
+FORWARDED_HTTPS = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "localhost"}
+
+
+def _secure(resp: aiohttp.ClientResponse) -> dict[str, bool]:
+    """Each Set-Cookie name -> whether it carries the Secure attribute."""
+    out = {}
+    for value in resp.headers.getall("Set-Cookie", ()):
+        name, _, rest = value.partition("=")
+        out[name.strip()] = "secure" in (a.strip().lower() for a in rest.split(";")[1:])
+    return out
+
+
+def _cookie_header(resp: aiohttp.ClientResponse) -> str:
+    """What a browser sends back: the cookies set with a value (kept by hand: some are Secure)."""
+    pairs = (v.split(";", 1)[0] for v in resp.headers.getall("Set-Cookie", ()))
+    return "; ".join(p for p in pairs if not p.endswith("=") and not p.endswith('=""'))
+
+
+async def test_secure_cookies_follow_the_scheme_the_browser_used(
+    proxy_factory: Any, browser: aiohttp.ClientSession, provider: Any
+) -> None:
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as direct:
+        # --cookie-secure=false on plain http: not Secure (local development without TLS works).
+        relaxed = await proxy_factory(reverse_proxy=True, cookie_secure=False, whitelist_domain=["localhost"])
+        start = await direct.get(relaxed.make_url("/oauth2/start"), allow_redirects=False)
+        assert _secure(start) and not any(_secure(start).values())
+        # ... but behind a trusted ingress that terminated https, every cookie is Secure.
+        start = await direct.get(
+            relaxed.make_url("/oauth2/start"), headers=FORWARDED_HTTPS, allow_redirects=False
+        )
+        assert _secure(start) and all(_secure(start).values())
+        callback = URL(await provider.login(browser, start.headers["Location"], login="alice"))
+        assert str(callback).startswith("https://localhost/oauth2/callback?")
+        done = await direct.get(
+            relaxed.make_url("/oauth2/callback").with_query(callback.query),
+            headers={**FORWARDED_HTTPS, "Cookie": _cookie_header(start)},
+            allow_redirects=False,
+        )
+        assert done.status == 302, await done.text()
+        session = {k: v for k, v in _secure(done).items() if k.startswith("_oidcproxy") and "csrf" not in k}
+        assert session and all(session.values()) and all(_secure(done).values())
+
+        # The same header from a peer outside --trusted-proxy-ip proves nothing.
+        untrusted = await proxy_factory(
+            reverse_proxy=True,
+            cookie_secure=False,
+            trusted_proxy_ip=["10.0.0.0/8"],
+            whitelist_domain=["localhost"],
+        )
+        start = await direct.get(
+            untrusted.make_url("/oauth2/start"), headers=FORWARDED_HTTPS, allow_redirects=False
+        )
+        assert _secure(start) and not any(_secure(start).values())
+
+        # --cookie-secure=true (the default): Secure whatever the scheme.
+        strict = await proxy_factory(cookie_secure=True)
+        start = await direct.get(strict.make_url("/oauth2/start"), allow_redirects=False)
+        assert _secure(start) and all(_secure(start).values())
