@@ -347,7 +347,8 @@ class UpstreamProxy:
                     self._watch(client, upstream, activity, expires_at), name="ws-watchdog"
                 )
                 await asyncio.wait(pumps)
-                watch.cancel()
+                if not activity.ending:
+                    watch.cancel()  # else the watchdog is closing both sides: let it finish
         finally:
             await upstream.close()
             await client.close()
@@ -394,30 +395,41 @@ class UpstreamProxy:
             await asyncio.sleep(wait)
             if expires_at is not None and self._clock() >= expires_at:
                 log.info("closing a websocket: the session behind it expired")
+                activity.ending = True
                 await _close_both(client, upstream, POLICY_VIOLATION, b"session expired")
                 return
             if idle > 0 and loop.time() - activity.last >= idle:
                 log.info("closing a websocket idle for %gs", idle)
+                activity.ending = True
                 await _close_both(client, upstream, 1001, b"idle timeout")
                 return
 
 
 class _Activity:
-    """When a message last went either way (loop time), for the idle timeout."""
+    """When a message last went either way (loop time), for the idle timeout; and whether the
+    watchdog is ending the socket, so the pumps leave the close codes to it."""
 
-    __slots__ = ("last",)
+    __slots__ = ("ending", "last")
 
     def __init__(self, now: float) -> None:
         self.last = now
+        self.ending = False
 
 
 async def _close_both(
     client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse, code: int, why: bytes
 ) -> None:
-    with contextlib.suppress(ConnectionError, RuntimeError):
-        await client.close(code=code, message=why)
-    with contextlib.suppress(ConnectionError, RuntimeError):
-        await upstream.close(code=1001 if code == POLICY_VIOLATION else code, message=why)
+    """Both at once, so a browser slow to answer its close does not hold the upstream's.
+
+    The upstream gets 1001 (going away) where the browser gets 1008: the policy decision is ours, and
+    the upstream did nothing wrong (RFC 6455 7.4.1).
+    """
+
+    async def close(side: web.WebSocketResponse | aiohttp.ClientWebSocketResponse, code: int) -> None:
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await side.close(code=code, message=why)
+
+    await asyncio.gather(close(client, code), close(upstream, 1001 if code == POLICY_VIOLATION else code))
 
 
 async def _pump(
@@ -450,6 +462,8 @@ async def _pump(
                 break
         except (ConnectionError, RuntimeError):
             break
+    if activity.ending:
+        return  # the watchdog closes both sides, each with its own code
     # The peer's own code: after autoclose answers it, `close_code` may hold our reply instead.
     code = msg.data if msg.type is WSMsgType.CLOSE else source.close_code
     if code is None or (code not in _SENDABLE and not 3000 <= code < 5000):
