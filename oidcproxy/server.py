@@ -145,7 +145,8 @@ class _HeaderLimitProtocol(web_protocol.RequestHandler):
         too_many = isinstance(exc, BadHttpMessage) and "Too many headers" in str(exc)
         if not isinstance(exc, LineTooLong) and not too_many:
             return super().handle_error(request, status, exc, message)
-        why = "too many header lines" if too_many else str(exc)[:200]
+        # Not str(exc): it quotes the start of the line, which may be a cookie or a bearer token.
+        why = "too many header lines" if too_many else "a header line over --max-header-size"
         pages = getattr(self._manager, "pages", None)
         # The parser failed before any header was kept, so Accept is unknown: the page, which any
         # client can read (an oversized Cookie line from a browser is the commonest cause).

@@ -118,7 +118,7 @@ async def test_431_is_the_error_page_or_json_with_a_request_id(
     assert status == 400
     with caplog.at_level(logging.WARNING, logger="oidcproxy"):
         # One line over the limit: the parser stops before Accept is kept, so the page is sent.
-        status, headers, body = await _raw_request(proxy.port, _head("X-Huge: " + "x" * 70_000))
+        status, headers, body = await _raw_request(proxy.port, _head("Authorization: Bearer " + "x" * 70_000))
         assert status == 431
         assert headers["content-type"].startswith("text/html")
         page = body.decode()
@@ -141,6 +141,7 @@ async def test_431_is_the_error_page_or_json_with_a_request_id(
     logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("431 to 127.0.0.1")]
     assert len(logged) == 3
     assert f"[request_id={rid.group(1)}]" in logged[0]
+    assert "xxxxxxxx" not in caplog.text  # no piece of the token in the log
     assert f"[request_id={answer['request_id']}]" in logged[2]
 
 
