@@ -158,7 +158,7 @@ async def userinfo(request: web.Request) -> web.StreamResponse:
 
 async def auth(request: web.Request) -> web.StreamResponse:
     """NGINX auth_request: 202 signed in and allowed, 401 not signed in, 403 not allowed. No redirects."""
-    session = request.app[SESSIONS].open(request.cookies)
+    session = request.app[SESSIONS].open_header(request.headers.get("Cookie"), lambda: request.cookies)
     if session is None:
         return web.Response(status=401, headers={"Cache-Control": "no-store"})
     try:
@@ -207,7 +207,7 @@ async def gate(request: web.Request) -> web.StreamResponse:
     app = request.app
     if app[EDGE].skips_auth(request.method, request.rel_url.raw_path, request.headers):
         return await app[PROXY].handle(request, None, None)
-    session = app[SESSIONS].open(request.cookies)
+    session = app[SESSIONS].open_header(request.headers.get("Cookie"), lambda: request.cookies)
     expires_at: float | None = None
     if session is not None:
         _same_origin_websocket(request)

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -162,6 +164,7 @@ def auth_request_headers(
     return [(k, _UNSAFE_VALUE.sub("", v)) for k, v in out if v]
 
 
+@functools.lru_cache(maxsize=256)  # a 30 KB session's Cookie header comes back on every request
 def strip_cookies(header: str, cookie_name: str) -> str:
     """The Cookie header without the proxy's own cookies (session, its chunks, login cookies)."""
     prefix = cookie_name + "_"
@@ -205,8 +208,59 @@ def upstream_headers(
     # `peer` is the whole X-Forwarded-For chain when the client is a trusted proxy, else its address.
     out.update({"X-Forwarded-For": peer, "X-Forwarded-Proto": scheme, "X-Forwarded-Host": host})
     if identity is not None and tokens is not None:
-        out.extend(policy.identity_headers(identity, tokens))
+        out.extend(_IDENTITY_HEADERS.get(policy, identity, tokens))
     return out
+
+
+class _IdentityHeaderCache:
+    """identity_headers per session, built once: a 4,000-group session makes a 40 KB groups header.
+
+    Keyed by the objects' ids, valid only while the very same objects (kept here) come back, as they do
+    from the session cache. Bounded in entries and in the characters of the headers it keeps.
+    """
+
+    __slots__ = ("_chars", "_entries", "_max_chars", "_max_entries")
+
+    def __init__(self, max_entries: int = 4096, max_chars: int = 8 * 1024 * 1024) -> None:
+        self._entries: OrderedDict[
+            tuple[int, int, int], tuple[HeaderPolicy, Identity, Tokens, list[tuple[str, str]], bytes]
+        ] = OrderedDict()
+        self._max_entries = max_entries
+        self._max_chars = max_chars
+        self._chars = 0
+
+    def get(self, policy: HeaderPolicy, identity: Identity, tokens: Tokens) -> list[tuple[str, str]]:
+        return self._entry(policy, identity, tokens)[3]
+
+    def block(self, policy: HeaderPolicy, identity: Identity, tokens: Tokens) -> bytes:
+        """The same headers as HTTP/1.1 header lines, ready to append to a request head."""
+        return self._entry(policy, identity, tokens)[4]
+
+    def _entry(
+        self, policy: HeaderPolicy, identity: Identity, tokens: Tokens
+    ) -> tuple[HeaderPolicy, Identity, Tokens, list[tuple[str, str]], bytes]:
+        key = (id(policy), id(identity), id(tokens))
+        hit = self._entries.get(key)
+        if hit is not None and hit[0] is policy and hit[1] is identity and hit[2] is tokens:
+            self._entries.move_to_end(key)
+            return hit
+        headers = policy.identity_headers(identity, tokens)  # control characters already removed
+        block = "".join(f"{k}: {v}\r\n" for k, v in headers).encode("utf-8", "surrogateescape")
+        entry = (policy, identity, tokens, headers, block)
+        if len(block) <= self._max_chars:
+            if hit is not None:
+                self._drop(key)
+            self._entries[key] = entry
+            self._chars += len(block)
+            while len(self._entries) > self._max_entries or self._chars > self._max_chars:
+                self._drop(next(iter(self._entries)))
+        return entry
+
+    def _drop(self, key: tuple[int, int, int]) -> None:
+        self._chars -= len(self._entries.pop(key)[4])
+
+
+_IDENTITY_HEADERS = _IdentityHeaderCache()
 
 
 def is_websocket_upgrade(headers: Mapping[str, str]) -> bool:
@@ -288,29 +342,36 @@ class UpstreamProxy:
         if route is None:
             raise NotFound(f"no --upstream serves {request.path}")
         scheme, host, forwarded_for = self._view(request)
+        websocket = is_websocket_upgrade(request.headers)
+        # Plain HTTP: the identity headers go out as bytes serialised once per session (below).
         headers = upstream_headers(
             request.headers,
             policy=self.policy,
-            identity=identity,
-            tokens=tokens,
+            identity=identity if websocket else None,
+            tokens=tokens if websocket else None,
             peer=forwarded_for,
             scheme=scheme,
             host=host,
         )
         url = route.base.join(URL(request.raw_path, encoded=True))
-        if is_websocket_upgrade(request.headers):
+        if websocket:
             return await self._websocket(request, url, headers, expires_at)
-        return await self._http_request(request, url, headers)
+        block = b""
+        if identity is not None and tokens is not None:
+            block = _IDENTITY_HEADERS.block(self.policy, identity, tokens)
+        return await self._http_request(request, url, headers, block)
 
     async def _http_request(
-        self, request: web.Request, url: URL, headers: CIMultiDict[str]
+        self, request: web.Request, url: URL, headers: CIMultiDict[str], identity: bytes = b""
     ) -> web.StreamResponse:
         # Our own HTTP/1.1 client (upstream_client): aiohttp's ClientSession machinery was ~30 % of a
         # proxied GET under py-spy. Body framing follows the client's: Content-Length if it sent one.
         body = request.content.iter_chunked(65536) if request.body_exists else None
         try:
             async with asyncio.timeout(self._response_timeout_s):
-                upstream = await self._client.request(request.method, url, headers.items(), body)
+                upstream = await self._client.request(
+                    request.method, url, headers.items(), body, serialized=identity
+                )
         except TimeoutError as exc:
             raise UpstreamTimeout(f"{url.origin()} gave no answer in {self._response_timeout_s:g}s") from exc
         try:

@@ -353,15 +353,18 @@ class UpstreamClient:
         url: URL,
         headers: Iterable[tuple[str, str]],
         body: AsyncIterator[bytes] | None = None,
+        *,
+        serialized: bytes = b"",
     ) -> UpstreamResponse:
         """Send a request and wait for the answer's status and headers (the caller bounds the wait).
 
         `headers` must say how a body is framed: with Content-Length it is sent as is, otherwise it is
-        sent chunked. A connection the upstream closed while idle in the pool is retried once on a
+        sent chunked. `serialized` is more header lines, each ending in CRLF, checked by the caller.
+        A connection the upstream closed while idle in the pool is retried once on a
         fresh one, for idempotent methods without a body only (nothing of the request is lost).
         """
         origin: Origin = (url.scheme, url.host or "", url.port or 80)
-        head, chunked = _head(method, url, headers, body is not None)
+        head, chunked = _head(method, url, headers, body is not None, serialized)
         conn = await self._acquire(origin)
         try:
             return await self._exchange(conn, method, head, body, chunked)
@@ -451,7 +454,9 @@ class UpstreamClient:
         await asyncio.sleep(0)  # let the transports run their connection_lost callbacks
 
 
-def _head(method: str, url: URL, headers: Iterable[tuple[str, str]], has_body: bool) -> tuple[bytes, bool]:
+def _head(
+    method: str, url: URL, headers: Iterable[tuple[str, str]], has_body: bool, serialized: bytes
+) -> tuple[bytes, bool]:
     """The request line and headers as one block of bytes, and whether the body goes chunked."""
     lines = [f"{method} {url.raw_path_qs} HTTP/1.1"]
     has_host = has_length = False
@@ -467,11 +472,11 @@ def _head(method: str, url: URL, headers: Iterable[tuple[str, str]], has_body: b
     chunked = has_body and not has_length
     if chunked:
         lines.append("Transfer-Encoding: chunked")
-    text = "\r\n".join(lines) + "\r\n\r\n"
+    text = "\r\n".join(lines) + "\r\n"
     # Request splitting: a CR or LF inside a value would start a header or a request of its own.
-    if text.count("\n") != len(lines) + 1 or text.count("\r") != len(lines) + 1:
+    if text.count("\n") != len(lines) or text.count("\r") != len(lines):
         raise UpstreamUnavailable("a header value holds a line break; refused to send it")
-    return text.encode("utf-8", "surrogateescape"), chunked
+    return b"%b%b\r\n" % (text.encode("utf-8", "surrogateescape"), serialized), chunked
 
 
 def _sent(task: asyncio.Task[None]) -> None:
