@@ -406,12 +406,11 @@ class UpstreamProxy:
                     group.create_task(_pump(client, upstream, activity), name="ws-client-to-upstream"),
                     group.create_task(_pump(upstream, client, activity), name="ws-upstream-to-client"),
                 ]
-                watch = group.create_task(
-                    self._watch(client, upstream, activity, expires_at), name="ws-watchdog"
-                )
-                await asyncio.wait(pumps)
-                if not activity.ending:
-                    watch.cancel()  # else the watchdog is closing both sides: let it finish
+                watch = _Watchdog(self._ws, self._clock, group, client, upstream, activity, expires_at)
+                try:
+                    await asyncio.wait(pumps)
+                finally:
+                    watch.cancel()  # if it is closing both sides, that task is the group's: it finishes
         finally:
             await upstream.close()
             await client.close()
@@ -441,31 +440,70 @@ class UpstreamProxy:
         except aiohttp.ClientError as exc:
             raise UpstreamUnavailable(f"{url.origin()}: {type(exc).__name__}: {exc}") from exc
 
-    async def _watch(
+
+class _Watchdog:
+    """Closes both sides when the session behind the socket ends (1008) or it sat idle (1001).
+
+    A timer callback rather than a task per socket: 10,000 idle WebSockets held 10,000 sleeping tasks.
+    Only when it fires for good does it start a task (in the socket's TaskGroup) to close both sides.
+    """
+
+    __slots__ = (
+        "_activity",
+        "_client",
+        "_clock",
+        "_expires_at",
+        "_group",
+        "_handle",
+        "_loop",
+        "_upstream",
+        "_ws",
+    )
+
+    def __init__(
         self,
+        ws: WebSocketTimeouts,
+        clock: Clock,
+        group: asyncio.TaskGroup,
         client: web.WebSocketResponse,
         upstream: aiohttp.ClientWebSocketResponse,
         activity: _Activity,
         expires_at: float | None,
     ) -> None:
-        """Close both sides when the session behind the socket ends (1008) or it sat idle (1001)."""
-        loop = asyncio.get_running_loop()
+        self._ws, self._clock, self._group = ws, clock, group
+        self._client, self._upstream, self._activity = client, upstream, activity
+        self._expires_at = expires_at
+        self._loop = asyncio.get_running_loop()
+        self._handle: asyncio.TimerHandle | None = None
+        self._arm()
+
+    def _arm(self) -> None:
         idle = self._ws.idle_s
-        while True:
-            wait = self._ws.session_check_s if expires_at is not None else 3600.0
-            if idle > 0:
-                wait = min(wait, max(0.0, activity.last + idle - loop.time()))
-            await asyncio.sleep(wait)
-            if expires_at is not None and self._clock() >= expires_at:
-                log.info("closing a websocket: the session behind it expired")
-                activity.ending = True
-                await _close_both(client, upstream, POLICY_VIOLATION, b"session expired")
-                return
-            if idle > 0 and loop.time() - activity.last >= idle:
-                log.info("closing a websocket idle for %gs", idle)
-                activity.ending = True
-                await _close_both(client, upstream, 1001, b"idle timeout")
-                return
+        wait = self._ws.session_check_s if self._expires_at is not None else 3600.0
+        if idle > 0:
+            wait = min(wait, max(0.0, self._activity.last + idle - self._loop.time()))
+        self._handle = self._loop.call_later(wait, self._check)
+
+    def _check(self) -> None:
+        self._handle = None
+        idle = self._ws.idle_s
+        if self._expires_at is not None and self._clock() >= self._expires_at:
+            log.info("closing a websocket: the session behind it expired")
+            self._end(POLICY_VIOLATION, b"session expired")
+        elif idle > 0 and self._loop.time() - self._activity.last >= idle:
+            log.info("closing a websocket idle for %gs", idle)
+            self._end(1001, b"idle timeout")
+        else:
+            self._arm()
+
+    def _end(self, code: int, why: bytes) -> None:
+        self._activity.ending = True
+        self._group.create_task(_close_both(self._client, self._upstream, code, why), name="ws-close")
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
 
 
 class _Activity:
