@@ -52,6 +52,7 @@ class _Connection(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self._drain: asyncio.Future[None] | None = None
         self._paused_writing = False
+        self._reading_paused = False
         self._parser: Any = None
         self._response: UpstreamResponse | None = None
 
@@ -143,7 +144,8 @@ class _Connection(asyncio.Protocol):
         response = self._response
         if response is not None and not response.complete:
             response.feed(body)
-            if response.buffered > _HIGH_WATER and self.transport is not None:
+            if response.buffered > _HIGH_WATER and self.transport is not None and not self._reading_paused:
+                self._reading_paused = True
                 self.transport.pause_reading()
 
     def on_message_complete(self) -> None:
@@ -159,9 +161,11 @@ class _Connection(asyncio.Protocol):
     def end(self) -> None:
         self._response = None
         self._parser = None
+        self.resume_reading()  # the last bytes may have paused it: a parked connection must read
 
     def resume_reading(self) -> None:
-        if self.transport is not None and not self.closed:
+        if self._reading_paused and self.transport is not None and not self.closed:
+            self._reading_paused = False
             self.transport.resume_reading()
 
     async def drain(self) -> None:

@@ -176,6 +176,36 @@ async def test_request_body_with_content_length_and_chunked(
     assert client.connections_made == 1
 
 
+async def test_a_slow_reader_pauses_the_upstream_and_the_pooled_connection_reads_again(
+    client: UpstreamClient, aiohttp_server: Any
+) -> None:
+    size = 3 * 1024 * 1024
+
+    async def big(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=b"x" * size)
+
+    app = web.Application()
+    app.router.add_get("/big", big)
+    server = await aiohttp_server(app)
+    async with asyncio.timeout(20):  # a connection parked with reading paused would stall here
+        for _ in range(4):
+            response = await client.request("GET", server.make_url("/big"), [])
+            got = peak = 0
+            while True:
+                peak = max(peak, response.buffered)
+                chunk = await response.read()
+                if not chunk:
+                    break
+                got += len(chunk)
+                await asyncio.sleep(0.002)  # a slow client: lets the upstream run ahead of us
+            response.release()
+            assert got == size
+            assert peak <= 512 * 1024  # reading paused past 256 KiB, plus at most one socket read
+            parked = client._idle[("http", "127.0.0.1", server.port or 80)]
+            assert all(c.transport is not None and c.transport.is_reading() for c in parked)
+    assert client.connections_made == 1
+
+
 async def test_head_204_304_have_no_body_and_keep_the_connection(
     client: UpstreamClient, counting: tuple[TestServer, set[Any]]
 ) -> None:
