@@ -107,6 +107,15 @@ def rss_kib(pid: int, field_name: str = "VmHWM") -> int:
     return 0
 
 
+def pss_kib(pid: int) -> int:
+    """Proportional set size: pages shared by N processes count 1/N to each (smaps_rollup)."""
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    return 0
+
+
 @dataclass
 class Stack:
     """Owns the temp dir and every process started in it; stop_all() stops them in reverse order."""
