@@ -250,7 +250,7 @@ class Settings(BaseSettings):
     )
     custom_templates_dir: str = _opt("", "folder with your own layout.html and/or style.css for the pages")
     log_level: Literal["debug", "info", "warning", "error"] = _opt("info", "log level")
-    request_logging: bool = _opt(True, "log one line per request (written off the event loop)")
+    request_logging: bool = _opt(True, "log one line per request (batched, written off the event loop)")
     workers: int = _opt(
         0,
         "processes serving --http-address together (SO_REUSEPORT); 0: one per CPU, "

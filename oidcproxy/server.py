@@ -19,6 +19,7 @@ from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from aiohttp.web_request import BaseRequest
 
 from oidcproxy import handlers, workers
+from oidcproxy.accesslog import BatchedAccessLogger, flush_all
 from oidcproxy.appkeys import (
     BEARER,
     CLAIMS,
@@ -382,7 +383,9 @@ def _serve(settings: Settings, listening: Callable[[str], None] | None, **where:
             build_app(settings),
             print=listening,
             access_log=access_log,
+            access_log_class=BatchedAccessLogger,
             loop=workers.new_event_loop(),
             shutdown_timeout=workers.WorkerPolicy().drain_s,
             **where,
         )
+        flush_all()
