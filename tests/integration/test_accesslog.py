@@ -10,6 +10,7 @@ from yarl import URL
 
 from oidcproxy.accesslog import redact_query
 from tests.support.devidp import dev_login
+from tests.support.process import stop
 
 
 def test_redact_query_hides_only_secret_values() -> None:
@@ -26,16 +27,6 @@ def start_dev(port: int) -> subprocess.Popen[str]:
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert process.stdout is not None and "listening" in process.stdout.readline()
     return process
-
-
-def stop(process: subprocess.Popen[str]) -> str:
-    """SIGTERM, as an orchestrator stops it; answers everything it wrote on stderr."""
-    process.terminate()
-    try:
-        return process.communicate(timeout=20)[1]
-    except subprocess.TimeoutExpired:
-        process.kill()
-        return process.communicate()[1]
 
 
 async def test_each_request_is_logged_and_the_callback_code_is_not(unused_tcp_port: int) -> None:

@@ -11,6 +11,7 @@ import pytest
 from yarl import URL
 
 from tests.support.devidp import dev_login
+from tests.support.process import stop
 
 
 @pytest.fixture
@@ -29,12 +30,7 @@ def dev_proxy(unused_tcp_port: int) -> Iterator[str]:
         assert lines[1].strip() == f"Open {base}/ and sign in with any email and password."
         yield base
     finally:
-        process.terminate()
-        try:
-            _, err = process.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            _, err = process.communicate()
+        err = stop(process)
     assert "DEVELOPMENT OPENID PROVIDER - NOT FOR PRODUCTION" in err
 
 

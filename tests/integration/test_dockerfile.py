@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.factories import COOKIE_SECRET
+from tests.support.process import stop
 
 DOCKERFILE = Path(__file__).parents[2] / "Dockerfile"
 
@@ -83,11 +84,6 @@ def test_entrypoint_serves(unused_tcp_port: int) -> None:
         with urllib.request.urlopen(f"http://127.0.0.1:{unused_tcp_port}/ping", timeout=10) as reply:
             assert reply.status == 200
     finally:
-        process.terminate()
-        try:
-            process.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.communicate()
+        stop(process)
     if process.returncode not in (0, -15):
         pytest.fail(f"entrypoint exited {process.returncode}")
