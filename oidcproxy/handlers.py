@@ -138,8 +138,13 @@ def _return_to(request: web.Request) -> str:
     return return_target(request.query.get("rd"), lambda url: request.app[EDGE].safe_redirect(url, ext))
 
 
+def _open(request: web.Request) -> Session | None:
+    """The request's session: looked up by the raw Cookie header, parsed only on a cache miss."""
+    return request.app[SESSIONS].open_header(request.headers.get("Cookie"), lambda: request.cookies)
+
+
 def _session(request: web.Request) -> Session:
-    session = request.app[SESSIONS].open(request.cookies)
+    session = _open(request)
     if session is None:
         raise NotAuthenticated("no valid session cookie")
     return session
@@ -158,7 +163,7 @@ async def userinfo(request: web.Request) -> web.StreamResponse:
 
 async def auth(request: web.Request) -> web.StreamResponse:
     """NGINX auth_request: 202 signed in and allowed, 401 not signed in, 403 not allowed. No redirects."""
-    session = request.app[SESSIONS].open_header(request.headers.get("Cookie"), lambda: request.cookies)
+    session = _open(request)
     if session is None:
         return web.Response(status=401, headers={"Cache-Control": "no-store"})
     try:
@@ -207,7 +212,7 @@ async def gate(request: web.Request) -> web.StreamResponse:
     app = request.app
     if app[EDGE].skips_auth(request.method, request.rel_url.raw_path, request.headers):
         return await app[PROXY].handle(request, None, None)
-    session = app[SESSIONS].open_header(request.headers.get("Cookie"), lambda: request.cookies)
+    session = _open(request)
     expires_at: float | None = None
     if session is not None:
         _same_origin_websocket(request)
