@@ -7,10 +7,12 @@ import json
 import os
 import shutil
 import subprocess
+import tomllib
 import urllib.request
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
 from tests.factories import COOKIE_SECRET
 from tests.support.process import stop
@@ -35,6 +37,35 @@ def test_image_is_slim_non_root_and_exposes_4180() -> None:
         if op == "COPY":
             for source in arg.split()[:-1]:
                 assert (DOCKERFILE.parent / source).exists(), f"COPY {source}: no such path"
+
+
+def locked() -> dict[str, tuple[str, list[str]]]:
+    """name -> (version, hashes) from requirements.lock."""
+    pins: dict[str, tuple[str, list[str]]] = {}
+    name = ""
+    for raw in (DOCKERFILE.parent / "requirements.lock").read_text().splitlines():
+        line = raw.strip().rstrip("\\").strip()
+        if "==" in line and not line.startswith("#"):
+            name, version = line.split("==", 1)
+            pins[name.lower()] = (version.strip(), [])
+        elif line.startswith("--hash=") and name:
+            pins[name][1].append(line)
+    return pins
+
+
+def test_image_installs_hash_locked_dependencies_of_every_runtime_requirement() -> None:
+    project = tomllib.loads((DOCKERFILE.parent / "pyproject.toml").read_text())["project"]
+    wanted = [Requirement(r) for r in [*project["dependencies"], *project["optional-dependencies"]["speed"]]]
+    pins = locked()
+    for req in wanted:
+        name = req.name.lower()
+        assert name in pins, f"{req.name} is not in requirements.lock: re-run pip-compile"
+        version, hashes = pins[name]
+        assert req.specifier.contains(version), f"requirements.lock has {name}=={version}; pyproject: {req}"
+        assert hashes, f"{name} has no --hash in requirements.lock"
+    runs = [arg for op, arg in instructions() if op == "RUN" and "pip install" in arg]
+    assert any("--require-hashes -r requirements.lock" in run for run in runs)
+    assert any("--no-deps ." in run for run in runs), "the project itself must not resolve dependencies again"
 
 
 def image_env() -> dict[str, str]:
