@@ -100,7 +100,7 @@ _INSTEAD_BY_PREFIX: Mapping[str, str] = {
     "metrics_": _GENERIC,
     **dict.fromkeys(
         ("github_", "gitlab_", "google_", "azure_", "entra_id_", "bitbucket_", "keycloak_", "allowed_role"),
-        "a provider-specific option; oidcproxy speaks plain OpenID Connect (docs/providers.md)",
+        "provider-specific; use allowed_group and oidc_groups_claim (docs/providers.md)",
     ),
 }
 OAUTH2_PROXY_ONLY: Mapping[str, str] = {name: hint for hint, names in _INSTEAD.items() for name in names}
@@ -165,7 +165,9 @@ class Names:
         if instead:
             return f"{spell(name)}{where}: an oauth2-proxy option oidcproxy does not have; {instead}"
         candidates = sorted(self.options | self.aliases.keys())
-        close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
+        # our documented names first; an alias only when no option is close
+        close = difflib.get_close_matches(name, sorted(self.options), n=1, cutoff=0.6)
+        close = close or difflib.get_close_matches(name, sorted(self.aliases), n=1, cutoff=0.6)
         if close:
             return f"{spell(name)}{where}: not an option; did you mean {spell(close[0])}?"
         nearest = difflib.get_close_matches(name, candidates, n=1, cutoff=0.0)
