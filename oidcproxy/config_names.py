@@ -34,10 +34,8 @@ _INSTEAD: Mapping[str, tuple[str, ...]] = {
     "use auth_extra_param prompt=...": ("prompt", "approval_prompt"),
     "use auth_extra_param acr_values=...": ("acr_values",),
     "use oidc_email_claim or oidc_username_claim": ("user_id_claim",),
-    "use provider_ca_file to trust your provider's CA": (
-        "ssl_insecure_skip_verify",
-        "use_system_trust_store",
-    ),
+    "use provider_ca_file to trust your provider's CA": ("ssl_insecure_skip_verify",),
+    "the system store is always trusted, plus each provider_ca_file; remove it": ("use_system_trust_store",),
     "session cookies are always HttpOnly; remove it": ("cookie_httponly",),
     "client copies of identity headers are always stripped; remove it": ("skip_auth_strip_headers",),
     "WebSockets are always proxied; remove it": ("proxy_websockets",),
