@@ -630,22 +630,23 @@ def load_settings(argv: Sequence[str]) -> Settings:
     path_text = given.pop("config", None) or os.environ.get(f"{ENV_PREFIX}CONFIG", "")
     names = _names()
     flags, problems = names.resolve(given, flag_name)
-    problems = [*_unknown_arguments(extra, names), *problems]
+    problems = [*names.unknown_arguments(extra, flag_name), *problems]
     environment, env_problems = names.resolve(env_given(os.environ, ENV_PREFIX, _ENV_RESERVED), env_name)
     file_values, file_problems = names.resolve(_read_file(path_text), str, f" in {path_text}")
     problems += env_problems + file_problems
-    if problems:
-        raise ConfigError(problems)
     dev = flags.get("dev", environment.get("dev", file_values.get("dev", False)))
     if _is_true(dev):
         flags = {**_dev_defaults(flags, environment, file_values), **flags}
     token = _file_values.set(file_values)
     try:
-        return Settings(**flags)
-    except ValidationError as exc:
-        raise ConfigError(_describe(exc)) from None
+        settings = Settings(**flags)
+    except ValidationError as exc:  # reported with the name problems: every problem at once
+        raise ConfigError([*problems, *_describe(exc)]) from None
     finally:
         _file_values.reset(token)
+    if problems:
+        raise ConfigError(problems)
+    return settings
 
 
 def _read_file(path_text: str) -> dict[str, Any]:
@@ -655,22 +656,6 @@ def _read_file(path_text: str) -> dict[str, Any]:
         return tomllib.loads(Path(path_text).read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError([f"--config: cannot read {path_text!r}: {exc}"]) from exc
-
-
-def _unknown_arguments(extra: Sequence[str], names: Names) -> list[str]:
-    """Flags the parser did not know, named with the closest real one; a word after one is its value."""
-    problems: list[str] = []
-    after_flag = False
-    for arg in extra:
-        if arg.startswith("-"):
-            name = arg.split("=", 1)[0].lstrip("-").replace("-", "_")
-            problems.extend(names.resolve({name: None}, flag_name)[1])
-            after_flag = "=" not in arg
-        elif not after_flag:
-            problems.append(f"{arg!r}: unexpected argument; options are written --name=value")
-        else:
-            after_flag = False
-    return problems
 
 
 def _describe(exc: ValidationError) -> list[str]:

@@ -158,6 +158,20 @@ class Names:
                 spelled[option] = name
         return values, problems
 
+    def unknown_arguments(self, extra: Iterable[str], spell: Spell) -> list[str]:
+        """Command-line words the parser did not take: an unknown flag each, a word after one is its value."""
+        problems: list[str] = []
+        after_flag = False
+        for arg in extra:
+            if arg.startswith("-"):
+                problems.append(self._unknown(arg.split("=", 1)[0].lstrip("-").replace("-", "_"), spell, ""))
+                after_flag = "=" not in arg
+            elif not after_flag:
+                problems.append(f"{arg!r}: unexpected argument; options are written --name=value")
+            else:
+                after_flag = False
+        return problems
+
     def _unknown(self, name: str, spell: Spell, where: str) -> str:
         instead = oauth2_proxy_only(name)
         if instead:
