@@ -1,7 +1,8 @@
 """The one settings model: flags, `OIDCPROXY_*` environment variables and a TOML file, checked whole.
 
 Names are flat and the same everywhere (`--cookie-secret`, `OIDCPROXY_COOKIE_SECRET`, `cookie_secret`).
-Precedence: flag > env > file > default. Imports only model/errors, none of the domain modules.
+Precedence: flag > env > file > default. A name that is neither an option nor an alias
+(config_names) is a problem like a bad value. Imports only config_names/model/errors, no domain modules.
 """
 
 from __future__ import annotations
