@@ -1,7 +1,8 @@
 """The one settings model: flags, `OIDCPROXY_*` environment variables and a TOML file, checked whole.
 
 Names are flat and the same everywhere (`--cookie-secret`, `OIDCPROXY_COOKIE_SECRET`, `cookie_secret`).
-Precedence: flag > env > file > default. Imports only model/errors, none of the domain modules.
+Precedence: flag > env > file > default. A name that is neither an option nor an alias
+(config_names) is a problem like a bad value. Imports only config_names/model/errors, no domain modules.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextvars
+import functools
 import ipaddress
 import os
 import re
@@ -35,6 +37,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from oidcproxy.config_names import Names, env_given
 from oidcproxy.errors import ConfigError
 
 __all__ = [
@@ -54,7 +57,9 @@ __all__ = [
 ENV_PREFIX = "OIDCPROXY_"
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
-_config_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar("config_file", default=None)
+_file_values: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.ContextVar(
+    "file_values", default=None
+)
 _HOW_TO_GENERATE = (
     'generate one with: python -c "import secrets,base64;'
     'print(base64.urlsafe_b64encode(secrets.token_bytes(32)).decode())"'
@@ -294,7 +299,12 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, _TomlFile(settings_cls))
+        environment = _names().resolve(env_given(os.environ, ENV_PREFIX, _ENV_RESERVED), env_name)[0]
+        return (
+            init_settings,
+            _Given(settings_cls, environment),
+            _Given(settings_cls, _file_values.get() or {}),
+        )
 
     @field_validator("http_address")
     @classmethod
@@ -505,13 +515,12 @@ def _is_loopback_url(url: str) -> bool:
         return False
 
 
-class _TomlFile(PydanticBaseSettingsSource):
-    """The file named by --config (or OIDCPROXY_CONFIG); keys are the options' snake_case names."""
+class _Given(PydanticBaseSettingsSource):
+    """Option values one source gave, aliases already resolved (the environment, the --config file)."""
 
-    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+    def __init__(self, settings_cls: type[BaseSettings], data: Mapping[str, Any]) -> None:
         super().__init__(settings_cls)
-        path = _config_file.get()
-        self._data: dict[str, Any] = tomllib.loads(path.read_text()) if path else {}
+        self._data = dict(data)
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
         return self._data.get(field_name), field_name, False
@@ -526,6 +535,15 @@ def flag_name(field: str) -> str:
 
 def env_name(field: str) -> str:
     return ENV_PREFIX + field.upper()
+
+
+_ENV_RESERVED = frozenset({"CONFIG"})  # OIDCPROXY_CONFIG names the file; it is not an option
+
+
+@functools.cache
+def _names() -> Names:
+    fields = Settings.model_fields
+    return Names.of(fields, [name for name, info in fields.items() if _kind(info) == "list"])
 
 
 def _kind(info: FieldInfo) -> str:
@@ -558,29 +576,34 @@ def build_parser(prog: str = "oidcproxy") -> argparse.ArgumentParser:
         epilog="Booleans take --name, --name=true or --name=false. Repeatable options take the "
         "flag several times, or a comma-separated list in the environment variable.",
         argument_default=argparse.SUPPRESS,
+        allow_abbrev=False,  # --email-dom must not pass for --email-domain (fail closed, README)
     )
     parser.add_argument("--config", metavar="FILE", help=f"TOML file of options [env {ENV_PREFIX}CONFIG]")
-    for name, info in Settings.model_fields.items():
-        kind = _kind(info)
+    fields = Settings.model_fields
+    for name, info in fields.items():
         help_text = f"{info.description} [env {env_name(name)}, default {shown_default(name, info)}]"
-        if kind == "bool":
-            parser.add_argument(
-                flag_name(name), dest=name, nargs="?", const="true", metavar="BOOL", help=help_text
-            )
-        elif kind == "list":
-            parser.add_argument(flag_name(name), dest=name, action="append", help=help_text)
-        else:
-            parser.add_argument(flag_name(name), dest=name, metavar="VALUE", help=help_text)
+        _add_flag(parser, name, _kind(info), help_text)
+    for alias, option in _names().aliases.items():  # oauth2-proxy's names, kept out of --help
+        _add_flag(parser, alias, _kind(fields[option]), argparse.SUPPRESS)
     return parser
 
 
-def _dev_defaults(
-    flags: Mapping[str, Any], environ: Mapping[str, str], file: Mapping[str, Any]
-) -> dict[str, Any]:
+def _add_flag(parser: argparse.ArgumentParser, name: str, kind: str, help_text: str) -> None:
+    if kind == "bool":
+        parser.add_argument(
+            flag_name(name), dest=name, nargs="?", const="true", metavar="BOOL", help=help_text
+        )
+    elif kind == "list":
+        parser.add_argument(flag_name(name), dest=name, action="append", help=help_text)
+    else:
+        parser.add_argument(flag_name(name), dest=name, metavar="VALUE", help=help_text)
+
+
+def _dev_defaults(*sources: Mapping[str, Any]) -> dict[str, Any]:
     """--dev fills in what the demo needs wherever the person has not set it themselves."""
 
     def given(name: str) -> bool:
-        return name in flags or env_name(name) in environ or name in file
+        return any(name in source for source in sources)
 
     demo: dict[str, Any] = {
         "oidc_type": "embedded",
@@ -598,28 +621,42 @@ def _is_true(value: object) -> bool:
 
 
 def load_settings(argv: Sequence[str]) -> Settings:
-    """Parse flags, the environment and the file into Settings; ConfigError has one line a problem."""
-    env = os.environ
-    parser = build_parser()
-    flags = vars(parser.parse_args(list(argv)))
-    path_text = flags.pop("config", None) or env.get(f"{ENV_PREFIX}CONFIG", "")
-    path = Path(path_text) if path_text else None
-    file_data: dict[str, Any] = {}
-    if path is not None:
-        try:
-            file_data = tomllib.loads(path.read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError([f"--config: cannot read {path_text!r}: {exc}"]) from exc
-    dev = flags.get("dev", env.get(env_name("dev"), file_data.get("dev", False)))
+    """Parse flags, the environment and the file into Settings; ConfigError has one line a problem.
+
+    Any name that is not an option or an alias (a flag, an `OIDCPROXY_*` variable, a key in the file)
+    is a problem too, so that a misspelt restriction stops start-up instead of vanishing.
+    """
+    parsed, extra = build_parser().parse_known_args(list(argv))
+    given = vars(parsed)
+    path_text = given.pop("config", None) or os.environ.get(f"{ENV_PREFIX}CONFIG", "")
+    names = _names()
+    flags, problems = names.resolve(given, flag_name)
+    problems = [*names.unknown_arguments(extra, flag_name), *problems]
+    environment, env_problems = names.resolve(env_given(os.environ, ENV_PREFIX, _ENV_RESERVED), env_name)
+    file_values, file_problems = names.resolve(_read_file(path_text), str, f" in {path_text}")
+    problems += env_problems + file_problems
+    dev = flags.get("dev", environment.get("dev", file_values.get("dev", False)))
     if _is_true(dev):
-        flags = {**_dev_defaults(flags, env, file_data), **flags}
-    token = _config_file.set(path)
+        flags = {**_dev_defaults(flags, environment, file_values), **flags}
+    token = _file_values.set(file_values)
     try:
-        return Settings(**flags)
-    except ValidationError as exc:
-        raise ConfigError(_describe(exc)) from None
+        settings = Settings(**flags)
+    except ValidationError as exc:  # reported with the name problems: every problem at once
+        raise ConfigError([*problems, *_describe(exc)]) from None
     finally:
-        _config_file.reset(token)
+        _file_values.reset(token)
+    if problems:
+        raise ConfigError(problems)
+    return settings
+
+
+def _read_file(path_text: str) -> dict[str, Any]:
+    if not path_text:
+        return {}
+    try:
+        return tomllib.loads(Path(path_text).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError([f"--config: cannot read {path_text!r}: {exc}"]) from exc
 
 
 def _describe(exc: ValidationError) -> list[str]:
