@@ -26,7 +26,8 @@ from oidcproxy.idp import DevIdP, IdPClient, IdPConfig, build_app
 from oidcproxy.model import FakeClock, system_clock
 from oidcproxy.oidc.jwks import KeySet
 from oidcproxy.server import build_app as build_proxy
-from tests.factories import make_settings
+from tests.factories import make_settings, walk_login
+from tests.support.devidp import dev_login
 
 CLIENT = IdPClient(client_id="proxy", client_secret="proxy-secret", allow_loopback_redirects=True)
 JSON = {"Accept": "application/json"}
@@ -225,3 +226,30 @@ async def test_oversized_discovery_document_is_refused(rig: Any, caplog: pytest.
     roomy.idp.padding["/.well-known/openid-configuration"] = 2 * 1024 * 1024
     async with aiohttp.ClientSession() as cli:
         assert (await cli.get(roomy.proxy.make_url("/ready"))).status == 200
+
+
+async def sign_in(r: Rig, browser: aiohttp.ClientSession) -> aiohttp.ClientResponse:
+    async def login(session: aiohttp.ClientSession, authorize_url: str, *, login: str) -> str:
+        return await dev_login(session, authorize_url, email=login)
+
+    return await walk_login(browser, r.proxy.make_url("/"), "/who", login, login="alice@example.com")
+
+
+@pytest.mark.parametrize("endpoint", ["/token", "/userinfo"])
+async def test_oversized_token_and_userinfo_answers_are_refused(
+    rig: Any, endpoint: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A groups claim the ID token lacks makes the proxy ask userinfo once, at sign-in.
+    r: Rig = await rig(oidc_groups_claim="roles" if endpoint == "/userinfo" else "groups")
+    r.idp.padding[endpoint] = 2 * 1024 * 1024
+    caplog.set_level(logging.WARNING, logger="oidcproxy")
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+        done = await sign_in(r, browser)
+        assert done.status == 502
+        assert r.idp.requests[endpoint] == 1
+        what = {"/token": "token endpoint", "/userinfo": "userinfo"}[endpoint]
+        line = next(x for x in caplog.messages if "IdPUnavailable" in x)
+        assert answered(line, f"{what}: {r.issuer}{endpoint}") > 2 * 1024 * 1024
+        r.idp.padding.clear()
+        browser.cookie_jar.clear()
+        assert (await sign_in(r, browser)).status == 200
