@@ -409,24 +409,19 @@ async def test_fault_switches_down_garbage_padding_and_cache_control(
 
 
 async def test_slow_and_held_endpoint_switches(provider: Provider) -> None:
-    verifier, challenge = pkce()
-    code = await sign_in(provider, authorize_params(challenge))
+    form = {"grant_type": "authorization_code", "code": "unknown", "redirect_uri": CALLBACK}
+    auth = {"Authorization": aiohttp.encode_basic_auth(CLIENT.client_id, CLIENT.client_secret)}
     provider.idp.delay["/token"] = 0.5
-    form = {"grant_type": "authorization_code", "code": code, "redirect_uri": CALLBACK}
-    auth = aiohttp.encode_basic_auth(CLIENT.client_id, CLIENT.client_secret)
     with pytest.raises(TimeoutError):
-        await provider.http.post(
-            f"{provider.issuer}/token",
-            data=form,
-            headers={"Authorization": auth},
-            timeout=aiohttp.ClientTimeout(total=0.05),
-        )
+        quick = aiohttp.ClientTimeout(total=0.05)
+        await provider.http.post(f"{provider.issuer}/token", data=form, headers=auth, timeout=quick)
     del provider.idp.delay["/token"]
+    async with provider.http.post(f"{provider.issuer}/token", data=form, headers=auth) as r:
+        assert r.status == 400 and (await r.json())["error"] == "invalid_grant"
     provider.idp.hold["/jwks"] = held = asyncio.Event()
     fetch = asyncio.create_task(provider.http.get(f"{provider.issuer}/jwks"))
-    while not provider.idp.requests["/jwks"]:  # until the provider has the request in hand
-        await asyncio.sleep(0.01)
-    assert not fetch.done()
+    done, _ = await asyncio.wait({fetch}, timeout=0.2)
+    assert not done and provider.idp.requests["/jwks"] == 1  # asked, and held
     held.set()
     async with await fetch as r:
         assert r.status == 200
