@@ -167,6 +167,9 @@ class Settings(BaseSettings):
     scope: str = _opt("openid email profile", "scopes to request, space-separated")
     code_challenge_method: str = _opt("S256", "PKCE method: S256, or empty to disable PKCE")
     provider_timeout: Duration = _opt("10s", "timeout for each call to the provider")
+    provider_max_response_size: int = _opt(
+        1 << 20, "largest discovery, key set, token or userinfo answer read from the provider, in bytes"
+    )
     # -- tokens, claims and refresh (docs/providers.md has recipes per provider)
     oidc_extra_audience: StrList = _opt(
         help="another accepted ID token audience besides the client id, repeatable", default_factory=list
@@ -213,7 +216,10 @@ class Settings(BaseSettings):
         False, "allow an http:// issuer that is not a loopback address (never in production)"
     )
     oidc_jwks_min_refetch: Duration = _opt(
-        "30s", "least time between two key set refetches caused by unknown key ids"
+        "30s", "least time between two key set fetch attempts, failed or not"
+    )
+    oidc_jwks_stale_if_error: Duration = _opt(
+        "24h", "keep using known keys this long past their cache lifetime while refreshes fail"
     )
     cookie_refresh: Duration = _opt(
         "0s", "refresh the tokens when the session is older than this; 0: only when tokens expire"
@@ -453,6 +459,10 @@ class Settings(BaseSettings):
                 f"--oidc-issuer-url: {issuer!r} is not https; use https, or pass "
                 "--insecure-oidc-allow-http for a test provider"
             )
+        if not 4096 <= self.provider_max_response_size <= 64 << 20:
+            out.append("--provider-max-response-size: must be between 4096 and 67108864 bytes, e.g. 1048576")
+        if self.oidc_jwks_stale_if_error < 0:
+            out.append("--oidc-jwks-stale-if-error: must be 0 (never) or positive, e.g. 24h")
         if self.cookie_refresh < 0:
             out.append("--cookie-refresh: must be 0 (off) or positive, e.g. 1h")
         elif self.cookie_refresh and self.cookie_refresh >= self.cookie_expire:

@@ -236,6 +236,8 @@ def _provider_config(settings: Settings) -> ProviderConfig:
         endpoints=endpoints,
         auth_extra_params=parse_pairs(settings.auth_extra_param),
         jwks_min_refetch_s=settings.oidc_jwks_min_refetch,
+        jwks_stale_if_error_s=settings.oidc_jwks_stale_if_error,
+        max_response_bytes=settings.provider_max_response_size,
         profile_claims=(settings.oidc_email_claim, settings.oidc_groups_claim),
     )
 
@@ -311,6 +313,9 @@ async def _oidc_ctx(app: web.Application, *, config: ProviderConfig) -> AsyncIte
             app[BEARER] = BearerVerifier(http, client, extra, app[CLOCK])
         yield
         await app[REFRESHER].close()
+        if BEARER in app:
+            await app[BEARER].close()
+        await client.close()
 
 
 async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:

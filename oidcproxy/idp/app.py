@@ -5,8 +5,10 @@ every URL it hands out is derived from `IdPConfig.issuer`. Never imports the pro
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -45,7 +47,19 @@ _PAGE_HEADERS = {
 
 class DevIdP:
     """One in-memory OpenID provider. Test switches: `fail_token_endpoint` (answer 503),
-    `rotate_keys()`, `token_ttl` (lifetime of new access and ID tokens, seconds)."""
+    `rotate_keys()`, `token_ttl` (lifetime of new access and ID tokens, seconds), and the
+    provider-side faults:
+
+    - `down`: every endpoint answers 503 with Retry-After, as a provider in maintenance does;
+    - `jwks_garbage`: the JWKS answers 200 with a body that is not JSON;
+    - `padding[path]`: that endpoint's JSON answer grows by this many bytes of filler (`/jwks`,
+      `/.well-known/openid-configuration`, `/token`, `/userinfo`): a huge key set, say;
+    - `jwks_cache_control`: the JWKS answer's Cache-Control header (none when empty);
+    - `delay[path]`: seconds that endpoint waits before it answers (a slow token endpoint, say);
+    - `hold[path]`: that endpoint answers only once the event is set (a test decides when).
+
+    `requests` counts requests by path, relative to the issuer, faulty answers included.
+    """
 
     def __init__(self, config: IdPConfig) -> None:
         self.config = config
@@ -54,6 +68,13 @@ class DevIdP:
         self.server = DevAuthorizationServer(config, self.keys, self.store)
         self.fail_token_endpoint = False
         self.token_requests = 0
+        self.down = False
+        self.jwks_garbage = False
+        self.padding: dict[str, int] = {}
+        self.jwks_cache_control = ""
+        self.delay: dict[str, float] = {}
+        self.hold: dict[str, asyncio.Event] = {}
+        self.requests: Counter[str] = Counter()
 
     def __repr__(self) -> str:
         return f"DevIdP(issuer={self.config.issuer!r}, {self.store!r})"
@@ -93,7 +114,7 @@ class DevIdP:
         }
 
     def build_app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(middlewares=[_faults])
         app[DEV_IDP] = self
         app.router.add_get("/.well-known/openid-configuration", _discovery)
         app.router.add_get("/jwks", _jwks)
@@ -229,8 +250,33 @@ async def _discovery(request: web.Request) -> web.Response:
     return web.json_response(request.app[DEV_IDP].discovery())
 
 
+@web.middleware
+async def _faults(request: web.Request, handler: Any) -> web.StreamResponse:
+    """The test switches `down`, `delay`, `hold`, `padding` and the request counter."""
+    idp = request.app[DEV_IDP]
+    path = request.path.removeprefix(urlsplit(idp.config.issuer).path)
+    idp.requests[path] += 1
+    if path in idp.delay:
+        await asyncio.sleep(idp.delay[path])
+    if path in idp.hold:
+        await idp.hold[path].wait()
+    if idp.down:
+        body = {"error": "temporarily_unavailable", "error_description": "switched off by a test"}
+        return web.json_response(body, status=503, headers={"Retry-After": "30"})
+    response: web.StreamResponse = await handler(request)
+    extra = idp.padding.get(path, 0)
+    if extra and isinstance(response, web.Response) and response.content_type == "application/json":
+        assert isinstance(response.body, bytes)  # noqa: S101 - json_response and _to_web give bytes
+        response.body = json.dumps({**json.loads(response.body), "padding": "x" * extra}).encode()
+    return response
+
+
 async def _jwks(request: web.Request) -> web.Response:
-    return web.json_response(request.app[DEV_IDP].keys.jwks())
+    idp = request.app[DEV_IDP]
+    headers = {"Cache-Control": idp.jwks_cache_control} if idp.jwks_cache_control else {}
+    if idp.jwks_garbage:
+        return web.Response(text="<html>502 Bad Gateway</html>" * 4, headers=headers)
+    return web.json_response(idp.keys.jwks(), headers=headers)
 
 
 async def _authorize_get(request: web.Request) -> web.Response:

@@ -77,6 +77,10 @@ class BearerVerifier:
         check = TokenCheck(issuer=issuer, audiences=audiences, algorithms=client.algorithms(meta))
         return await client.verify(token, check)
 
+    async def close(self) -> None:
+        for client in self._extra_clients.values():
+            await client.close()
+
     async def _extra_client(self, issuer: str) -> OIDCClient:
         async with self._lock:
             client = self._extra_clients.get(issuer)
@@ -86,6 +90,8 @@ class BearerVerifier:
                     client_id=self._extra[issuer],
                     client_secret="",
                     jwks_min_refetch_s=self._client.config.jwks_min_refetch_s,
+                    jwks_stale_if_error_s=self._client.config.jwks_stale_if_error_s,
+                    max_response_bytes=self._client.config.max_response_bytes,
                 )
                 client = self._extra_clients[issuer] = OIDCClient(self._http, config, self._clock)
             return client

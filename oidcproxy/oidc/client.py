@@ -22,7 +22,7 @@ from oidcproxy.errors import IdPUnavailable, LoginFailed
 from oidcproxy.model import Clock, Tokens
 from oidcproxy.oidc.claims import missing_profile_claims
 from oidcproxy.oidc.jwks import KeySet
-from oidcproxy.oidc.metadata import ProviderMetadata
+from oidcproxy.oidc.metadata import MAX_RESPONSE_BYTES, ProviderMetadata, read_json
 from oidcproxy.oidc.tokens import (
     ASYMMETRIC,
     TokenCheck,
@@ -83,6 +83,8 @@ class ProviderConfig:
     endpoints: Endpoints | None = None
     auth_extra_params: tuple[tuple[str, str], ...] = ()
     jwks_min_refetch_s: float = 30.0
+    jwks_stale_if_error_s: float = 86400.0
+    max_response_bytes: int = MAX_RESPONSE_BYTES
     profile_claims: tuple[str, str] = ("email", "groups")
 
 
@@ -104,13 +106,23 @@ class OIDCClient:
         """The provider's key set, once loaded (tests count its fetches)."""
         return self._keys
 
+    async def close(self) -> None:
+        """Stop a key set fetch still in flight (before the HTTP session closes)."""
+        if self._keys is not None:
+            await self._keys.close()
+
     async def metadata(self) -> ProviderMetadata:
         if self._metadata is None:
             async with self._lock:
                 if self._metadata is None:
                     meta = await self._load_metadata()
                     self._keys = KeySet(
-                        self._http, meta.jwks_uri, self._clock, min_refetch_s=self.config.jwks_min_refetch_s
+                        self._http,
+                        meta.jwks_uri,
+                        self._clock,
+                        min_refetch_s=self.config.jwks_min_refetch_s,
+                        stale_if_error_s=self.config.jwks_stale_if_error_s,
+                        max_bytes=self.config.max_response_bytes,
                     )
                     self._metadata = meta
                     log.info("provider configured: %s", meta.issuer)
@@ -119,7 +131,9 @@ class OIDCClient:
     async def _load_metadata(self) -> ProviderMetadata:
         manual = self.config.endpoints
         if manual is None:
-            return await ProviderMetadata.discover(self._http, self.config.issuer)
+            return await ProviderMetadata.discover(
+                self._http, self.config.issuer, self.config.max_response_bytes
+            )
         return ProviderMetadata(
             issuer=self.config.issuer,
             authorization_endpoint=manual.authorization,
@@ -240,8 +254,12 @@ class OIDCClient:
                 meta.userinfo_endpoint,
                 headers={"Authorization": f"Bearer {access_token}", "Accept": "application/json"},
             ) as resp:
-                body = await resp.json(content_type=None) if resp.status == 200 else None
                 status = resp.status
+                body = (
+                    await read_json(resp, "userinfo", self.config.max_response_bytes)
+                    if status == 200
+                    else None
+                )
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise IdPUnavailable(f"userinfo endpoint: {type(exc).__name__}: {exc}") from exc
         if not isinstance(body, dict):
@@ -276,7 +294,7 @@ class OIDCClient:
         try:
             async with self._http.post(meta.token_endpoint, data=form, headers=headers) as resp:
                 status = resp.status
-                body = await resp.json(content_type=None)
+                body = await read_json(resp, "token endpoint", self.config.max_response_bytes)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise IdPUnavailable(f"token endpoint: {type(exc).__name__}: {exc}") from exc
         if status >= 500:

@@ -1,11 +1,14 @@
 """The provider's discovery document (OpenID Connect Discovery 1.0): fetch, validate, keep.
 
-Only idempotent GETs happen here, retried with bounded backoff. Imports errors only.
+Only idempotent GETs happen here, retried with bounded backoff on transport faults and 5xx (an answer
+that is not JSON, or too large, is not retried). Every provider answer is read through `read_json`,
+which stops at a size limit instead of buffering whatever arrives. Imports errors only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -14,9 +17,12 @@ import aiohttp
 
 from oidcproxy.errors import IdPUnavailable
 
-__all__ = ["ProviderMetadata", "get_json"]
+__all__ = ["MAX_RESPONSE_BYTES", "ProviderMetadata", "get_json", "read_json"]
 
 log = logging.getLogger("oidcproxy.oidc")
+
+#: Default for --provider-max-response-size: real key sets and discovery documents are a few KiB.
+MAX_RESPONSE_BYTES = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,14 +62,44 @@ class ProviderMetadata:
         )
 
     @classmethod
-    async def discover(cls, http: aiohttp.ClientSession, issuer: str) -> ProviderMetadata:
+    async def discover(
+        cls, http: aiohttp.ClientSession, issuer: str, limit: int = MAX_RESPONSE_BYTES
+    ) -> ProviderMetadata:
         url = issuer.rstrip("/") + "/.well-known/openid-configuration"
-        doc, _ = await get_json(http, url, "discovery")
+        doc, _ = await get_json(http, url, "discovery", limit=limit)
         return cls.from_document(issuer, doc)
 
 
+async def read_json(resp: aiohttp.ClientResponse, what: str, limit: int) -> Any:
+    """The answer's JSON, read `limit` bytes at most; IdPUnavailable naming the endpoint if larger.
+
+    ValueError when the body is not JSON (callers decide whether that is worth a retry).
+    """
+    declared = resp.content_length
+    if declared is not None and declared > limit:
+        raise IdPUnavailable(_too_large(what, resp, f"{declared} bytes", limit))
+    body = bytearray()
+    async for chunk in resp.content.iter_any():
+        body += chunk
+        if len(body) > limit:
+            raise IdPUnavailable(_too_large(what, resp, f"over {limit} bytes", limit))
+    return json.loads(body)
+
+
+def _too_large(what: str, resp: aiohttp.ClientResponse, size: str, limit: int) -> str:
+    return (
+        f"{what}: {resp.url} answered {size}, more than --provider-max-response-size ({limit} bytes);"
+        " answer refused"
+    )
+
+
 async def get_json(
-    http: aiohttp.ClientSession, url: str, what: str, attempts: int = 3
+    http: aiohttp.ClientSession,
+    url: str,
+    what: str,
+    attempts: int = 3,
+    *,
+    limit: int = MAX_RESPONSE_BYTES,
 ) -> tuple[dict[str, Any], str]:
     """GET a JSON object, retrying transport faults and 5xx; answers (document, Cache-Control)."""
     delay = 0.2
@@ -74,14 +110,23 @@ async def get_json(
                     raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status)
                 if resp.status != 200:
                     raise IdPUnavailable(f"{what}: {url} answered {resp.status}")
-                doc = await resp.json(content_type=None)
-                if not isinstance(doc, dict):
-                    raise IdPUnavailable(f"{what}: {url} did not return a JSON object")
+                doc = await _json_object(resp, what, limit)
                 return doc, resp.headers.get("Cache-Control", "")
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        except (aiohttp.ClientError, TimeoutError) as exc:
             if attempt == attempts:
                 raise IdPUnavailable(f"{what}: {url}: {type(exc).__name__}: {exc}") from exc
             log.info("%s fetch failed (%s), retrying in %.1fs", what, type(exc).__name__, delay)
             await asyncio.sleep(delay)
             delay *= 2
     raise IdPUnavailable(f"{what}: {url}: no attempt made")  # pragma: no cover - loop always returns
+
+
+async def _json_object(resp: aiohttp.ClientResponse, what: str, limit: int) -> dict[str, Any]:
+    # A provider that answers 200 with garbage will answer the same garbage again: no retry.
+    try:
+        doc = await read_json(resp, what, limit)
+    except ValueError as exc:
+        raise IdPUnavailable(f"{what}: {resp.url} did not return JSON ({exc})") from exc
+    if not isinstance(doc, dict):
+        raise IdPUnavailable(f"{what}: {resp.url} did not return a JSON object")
+    return doc

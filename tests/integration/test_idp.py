@@ -3,6 +3,7 @@ keys, switches and the standalone command's refusals."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import logging
@@ -380,6 +381,50 @@ async def test_fail_token_endpoint_switch(provider: Provider) -> None:
     assert (await exchange(provider, code, verifier)).status == 503
     provider.idp.fail_token_endpoint = False
     assert (await exchange(provider, code, verifier)).status == 200
+
+
+async def test_fault_switches_down_garbage_padding_and_cache_control(
+    make_provider: Callable[..., Any],
+) -> None:
+    p: Provider = await make_provider(prefix="/dev-idp")  # switches see paths relative to the issuer
+    p.idp.down = True
+    for path in ("/jwks", "/.well-known/openid-configuration", "/authorize"):
+        async with p.http.get(f"{p.issuer}{path}") as r:
+            assert r.status == 503 and r.headers["Retry-After"] == "30"
+    p.idp.down = False
+    p.idp.jwks_garbage = True
+    async with p.http.get(f"{p.issuer}/jwks") as r:
+        assert r.status == 200
+        with pytest.raises(ValueError):
+            await r.json(content_type=None)
+    p.idp.jwks_garbage = False
+    p.idp.padding["/jwks"] = 3 * 1024 * 1024
+    p.idp.jwks_cache_control = "no-store"
+    async with p.http.get(f"{p.issuer}/jwks") as r:
+        assert r.headers["Cache-Control"] == "no-store"
+        assert r.content_length is not None and r.content_length > 3 * 1024 * 1024
+        jwks = await r.json()
+    assert len(jwks["keys"]) == 1 and len(jwks["padding"]) == 3 * 1024 * 1024
+    assert p.idp.requests["/jwks"] == 3 and p.idp.requests["/authorize"] == 1
+
+
+async def test_slow_and_held_endpoint_switches(provider: Provider) -> None:
+    form = {"grant_type": "authorization_code", "code": "unknown", "redirect_uri": CALLBACK}
+    auth = {"Authorization": aiohttp.encode_basic_auth(CLIENT.client_id, CLIENT.client_secret)}
+    provider.idp.delay["/token"] = 0.5
+    with pytest.raises(TimeoutError):
+        quick = aiohttp.ClientTimeout(total=0.05)
+        await provider.http.post(f"{provider.issuer}/token", data=form, headers=auth, timeout=quick)
+    del provider.idp.delay["/token"]
+    async with provider.http.post(f"{provider.issuer}/token", data=form, headers=auth) as r:
+        assert r.status == 400 and (await r.json())["error"] == "invalid_grant"
+    provider.idp.hold["/jwks"] = held = asyncio.Event()
+    fetch = asyncio.create_task(provider.http.get(f"{provider.issuer}/jwks"))
+    done, _ = await asyncio.wait({fetch}, timeout=0.2)
+    assert not done and provider.idp.requests["/jwks"] == 1  # asked, and held
+    held.set()
+    async with await fetch as r:
+        assert r.status == 200
 
 
 async def test_userinfo_answers_for_a_live_access_token(provider: Provider) -> None:
