@@ -1,6 +1,7 @@
 """One middleware: a request id, and every ProxyError rendered in one place (HTML or JSON).
 
 A NotAuthenticated on a browser navigation becomes a redirect to sign in; API clients get JSON 401.
+An error after a response has started (see `remember_started`) is never rendered: the connection is cut.
 Details go to the log with the request id, never to the page (unless --show-debug-on-error).
 `pages(request)` gives the rendered-page maker for the app's settings, loaded once off the event loop.
 """
@@ -15,9 +16,9 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from oidcproxy.appkeys import EDGE, REQUEST_ID, SETTINGS
+from oidcproxy.appkeys import EDGE, REQUEST_ID, SETTINGS, STARTED
 from oidcproxy.config import Settings
-from oidcproxy.errors import Forbidden, LoginFailed, NotAuthenticated, ProxyError
+from oidcproxy.errors import Forbidden, LoginFailed, NotAuthenticated, ProxyError, ResponseCut
 from oidcproxy.pages import PageOptions, Pages
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "page",
     "pages",
     "redirect",
+    "remember_started",
     "wants_html",
 ]
 
@@ -88,13 +90,46 @@ async def errors_and_ids(request: web.Request, handler: Handler) -> web.StreamRe
     request[REQUEST_ID] = rid
     try:
         return await handler(request)
-    except ProxyError as exc:
-        return await _render(request, exc, rid)
-    except web.HTTPException:
-        raise
-    except Exception:
+    except Exception as exc:
+        started = request.get(STARTED)
+        if started is not None:
+            return _cut(request, started, exc, rid)
+        if isinstance(exc, ProxyError):
+            return await _render(request, exc, rid)
+        if isinstance(exc, web.HTTPException):
+            raise
         log.exception("unhandled error [request_id=%s]", rid)
         return await _render(request, ProxyError("unhandled"), rid)
+
+
+async def remember_started(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: from now on this request's errors cut the connection (see `_cut`)."""
+    request[STARTED] = response
+
+
+def _cut(request: web.Request, response: web.StreamResponse, exc: Exception, rid: str) -> web.StreamResponse:
+    """An error after the status line went out: close the connection, so the client sees a truncated
+    transfer (RFC 9112 8: an incomplete message), never a second response spliced into the first, nor
+    a chunked body's last chunk. Whatever was already written is still delivered before the close."""
+    if isinstance(exc, ResponseCut | ConnectionError):
+        detail = exc.detail if isinstance(exc, ResponseCut) else f"{type(exc).__name__}: {exc}"
+        log.warning(
+            "%s %s -> %d cut short: %s [request_id=%s]",
+            request.method,
+            request.path,
+            response.status,
+            detail,
+            rid,
+        )
+    else:
+        log.exception(
+            "unhandled error after %d was sent; connection cut [request_id=%s]", response.status, rid
+        )
+    response.force_close()
+    if request.transport is not None:
+        request.transport.close()
+    # aiohttp finishes this response: its end (a last chunk) cannot be written to a closing transport.
+    return response
 
 
 async def _render(request: web.Request, exc: ProxyError, rid: str) -> web.StreamResponse:
