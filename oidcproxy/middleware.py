@@ -18,7 +18,14 @@ from aiohttp import web
 
 from oidcproxy.appkeys import EDGE, REQUEST_ID, SETTINGS, STARTED
 from oidcproxy.config import Settings
-from oidcproxy.errors import Forbidden, LoginFailed, NotAuthenticated, ProxyError, ResponseCut
+from oidcproxy.errors import (
+    Forbidden,
+    IdPUnreachable,
+    LoginFailed,
+    NotAuthenticated,
+    ProxyError,
+    ResponseCut,
+)
 from oidcproxy.pages import PageOptions, Pages
 
 __all__ = [
@@ -166,9 +173,13 @@ def error_response(
     """The error as JSON, or as the HTML error page when given `rendered` pages."""
     if rendered is None:
         body = {"error": type(exc).__name__, "status": exc.status, "message": exc.public, "request_id": rid}
-        return web.json_response(body, status=exc.status, headers={"Cache-Control": "no-store"})
-    html = rendered.error(exc.status, exc.title, exc.public, rid, action=action, debug=debug)
-    return page(html, status=exc.status)
+        response = web.json_response(body, status=exc.status, headers={"Cache-Control": "no-store"})
+    else:
+        html = rendered.error(exc.status, exc.title, exc.public, rid, action=action, debug=debug)
+        response = page(html, status=exc.status)
+    if exc.retry_after_s is not None:
+        response.headers["Retry-After"] = str(exc.retry_after_s)
+    return response
 
 
 def _next_step(request: web.Request, exc: ProxyError) -> tuple[str, str] | None:
@@ -180,5 +191,7 @@ def _next_step(request: web.Request, exc: ProxyError) -> tuple[str, str] | None:
     if isinstance(exc, Forbidden):
         return "/oauth2/sign_in", "Sign in with a different account"
     if exc.status >= 500 and request.method == "GET" and not request.path.startswith("/oauth2/"):
+        return request.raw_path, "Try again"
+    if isinstance(exc, IdPUnreachable) and request.path in ("/oauth2/start", "/oauth2/sign_in"):
         return request.raw_path, "Try again"
     return None

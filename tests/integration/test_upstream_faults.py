@@ -194,6 +194,7 @@ async def test_client_leaving_mid_body_is_one_line_and_frees_the_upstream(
             await reader.read()  # the proxy closing its side ends this
         except ConnectionError:
             pass
+        writer.close()
         upstream_released.set()
 
     async with raw_upstream(upstream) as port:
