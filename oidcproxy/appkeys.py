@@ -28,6 +28,7 @@ __all__ = [
     "SESSIONS",
     "SETTINGS",
     "SET_COOKIES",
+    "STARTED",
 ]
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -46,3 +47,6 @@ REQUEST_ID = web.RequestKey("request_id", str)
 # Cookies for whatever response this request ends with (a refreshed or ended session), set when it
 # is prepared: the proxied response streams, so the handler cannot add them afterwards.
 SET_COOKIES: web.RequestKey[list[SetCookie]] = web.RequestKey("set_cookies")
+# The response whose status line is on its way (set when it is prepared): after that, an error can
+# only cut the connection, never answer with a response of its own.
+STARTED = web.RequestKey("started", web.StreamResponse)

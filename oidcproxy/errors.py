@@ -7,9 +7,11 @@ ProxyError (500 internal error)
 ├── NotFound (404, no upstream route)
 ├── Forbidden (403)
 ├── HeadersTooLarge (431)
-├── IdPUnavailable (502)
+├── IdPUnavailable (502, the provider answered wrongly)
+│   └── IdPUnreachable (503 with Retry-After: no answer at all, refused or timed out)
 ├── UpstreamUnavailable (502)
-└── UpstreamTimeout (504)
+├── UpstreamTimeout (504)
+└── ResponseCut (never rendered: the status line had gone out, so the connection is cut instead)
 
 ConfigError is not rendered: the command line prints it and exits 2.
 """
@@ -24,10 +26,12 @@ __all__ = [
     "Forbidden",
     "HeadersTooLarge",
     "IdPUnavailable",
+    "IdPUnreachable",
     "LoginFailed",
     "NotAuthenticated",
     "NotFound",
     "ProxyError",
+    "ResponseCut",
     "UpstreamTimeout",
     "UpstreamUnavailable",
 ]
@@ -37,6 +41,7 @@ class ProxyError(Exception):
     status: ClassVar[int] = 500
     title: ClassVar[str] = "Something went wrong"
     public: ClassVar[str] = "The proxy hit an unexpected error. Try again in a moment."
+    retry_after_s: ClassVar[int | None] = None  # sent as Retry-After when set (RFC 9110 10.2.3)
 
     def __init__(self, detail: str = "", *, public: str | None = None) -> None:
         super().__init__(detail or self.public)
@@ -80,6 +85,15 @@ class IdPUnavailable(ProxyError):
     public = "The identity provider could not be reached. Try again in a moment."
 
 
+class IdPUnreachable(IdPUnavailable):
+    """No answer from the provider (connection refused, reset or timed out): worth trying again soon.
+
+    A provider that did answer, but wrongly (5xx, not JSON, another issuer), stays a 502.
+    """
+
+    status, retry_after_s = 503, 10
+
+
 class UpstreamUnavailable(ProxyError):
     status, title = 502, "Application unavailable"
     public = "The application behind this proxy could not be reached. Try again in a moment."
@@ -88,6 +102,17 @@ class UpstreamUnavailable(ProxyError):
 class UpstreamTimeout(ProxyError):
     status, title = 504, "Application too slow"
     public = "The application behind this proxy did not answer in time. Try again in a moment."
+
+
+class ResponseCut(ProxyError):
+    """The stream broke after the status line was sent (the upstream failed or the client left).
+
+    Never rendered: a second response in the same connection would read as part of the first, so the
+    middleware closes the connection and the client sees a truncated transfer. `detail` names the
+    upstream and the bytes relayed.
+    """
+
+    status, title = 502, "Response cut short"
 
 
 class ConfigError(Exception):

@@ -1,6 +1,7 @@
 """One middleware: a request id, and every ProxyError rendered in one place (HTML or JSON).
 
 A NotAuthenticated on a browser navigation becomes a redirect to sign in; API clients get JSON 401.
+An error after a response has started (see `remember_started`) is never rendered: the connection is cut.
 Details go to the log with the request id, never to the page (unless --show-debug-on-error).
 `pages(request)` gives the rendered-page maker for the app's settings, loaded once off the event loop.
 """
@@ -15,9 +16,16 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from oidcproxy.appkeys import EDGE, REQUEST_ID, SETTINGS
+from oidcproxy.appkeys import EDGE, REQUEST_ID, SETTINGS, STARTED
 from oidcproxy.config import Settings
-from oidcproxy.errors import Forbidden, LoginFailed, NotAuthenticated, ProxyError
+from oidcproxy.errors import (
+    Forbidden,
+    IdPUnreachable,
+    LoginFailed,
+    NotAuthenticated,
+    ProxyError,
+    ResponseCut,
+)
 from oidcproxy.pages import PageOptions, Pages
 
 __all__ = [
@@ -28,6 +36,7 @@ __all__ = [
     "page",
     "pages",
     "redirect",
+    "remember_started",
     "wants_html",
 ]
 
@@ -88,13 +97,46 @@ async def errors_and_ids(request: web.Request, handler: Handler) -> web.StreamRe
     request[REQUEST_ID] = rid
     try:
         return await handler(request)
-    except ProxyError as exc:
-        return await _render(request, exc, rid)
-    except web.HTTPException:
-        raise
-    except Exception:
+    except Exception as exc:
+        started = request.get(STARTED)
+        if started is not None:
+            return _cut(request, started, exc, rid)
+        if isinstance(exc, ProxyError):
+            return await _render(request, exc, rid)
+        if isinstance(exc, web.HTTPException):
+            raise
         log.exception("unhandled error [request_id=%s]", rid)
         return await _render(request, ProxyError("unhandled"), rid)
+
+
+async def remember_started(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: from now on this request's errors cut the connection (see `_cut`)."""
+    request[STARTED] = response
+
+
+def _cut(request: web.Request, response: web.StreamResponse, exc: Exception, rid: str) -> web.StreamResponse:
+    """An error after the status line went out: close the connection, so the client sees a truncated
+    transfer (RFC 9112 8: an incomplete message), never a second response spliced into the first, nor
+    a chunked body's last chunk. Whatever was already written is still delivered before the close."""
+    if isinstance(exc, ResponseCut | ConnectionError):
+        detail = exc.detail if isinstance(exc, ResponseCut) else f"{type(exc).__name__}: {exc}"
+        log.warning(
+            "%s %s -> %d cut short: %s [request_id=%s]",
+            request.method,
+            request.path,
+            response.status,
+            detail,
+            rid,
+        )
+    else:
+        log.exception(
+            "unhandled error after %d was sent; connection cut [request_id=%s]", response.status, rid
+        )
+    response.force_close()
+    if request.transport is not None:
+        request.transport.close()
+    # aiohttp finishes this response: its end (a last chunk) cannot be written to a closing transport.
+    return response
 
 
 async def _render(request: web.Request, exc: ProxyError, rid: str) -> web.StreamResponse:
@@ -131,9 +173,13 @@ def error_response(
     """The error as JSON, or as the HTML error page when given `rendered` pages."""
     if rendered is None:
         body = {"error": type(exc).__name__, "status": exc.status, "message": exc.public, "request_id": rid}
-        return web.json_response(body, status=exc.status, headers={"Cache-Control": "no-store"})
-    html = rendered.error(exc.status, exc.title, exc.public, rid, action=action, debug=debug)
-    return page(html, status=exc.status)
+        response = web.json_response(body, status=exc.status, headers={"Cache-Control": "no-store"})
+    else:
+        html = rendered.error(exc.status, exc.title, exc.public, rid, action=action, debug=debug)
+        response = page(html, status=exc.status)
+    if exc.retry_after_s is not None:
+        response.headers["Retry-After"] = str(exc.retry_after_s)
+    return response
 
 
 def _next_step(request: web.Request, exc: ProxyError) -> tuple[str, str] | None:
@@ -145,5 +191,7 @@ def _next_step(request: web.Request, exc: ProxyError) -> tuple[str, str] | None:
     if isinstance(exc, Forbidden):
         return "/oauth2/sign_in", "Sign in with a different account"
     if exc.status >= 500 and request.method == "GET" and not request.path.startswith("/oauth2/"):
+        return request.raw_path, "Try again"
+    if isinstance(exc, IdPUnreachable) and request.path in ("/oauth2/start", "/oauth2/sign_in"):
         return request.raw_path, "Try again"
     return None

@@ -43,7 +43,7 @@ from oidcproxy.forwarded import Edge
 from oidcproxy.idp import IdPClient, IdPConfig, warning_text
 from oidcproxy.idp import build_app as build_idp_app
 from oidcproxy.login import LoginFlow
-from oidcproxy.middleware import error_response, errors_and_ids, load_pages
+from oidcproxy.middleware import error_response, errors_and_ids, load_pages, remember_started
 from oidcproxy.model import Clock, system_clock
 from oidcproxy.oidc import (
     BearerVerifier,
@@ -101,6 +101,7 @@ def build_app(settings: Settings, clock: Clock = system_clock) -> web.Applicatio
         provider = _mount_embedded_idp(app, settings, provider, clock)
     app[CLAIMS] = _claim_mapping(settings, provider.issuer)
     app.on_response_prepare.append(handlers.stashed_cookies)
+    app.on_response_prepare.append(remember_started)
     app.cleanup_ctx.append(functools.partial(_oidc_ctx, config=provider))
     app.cleanup_ctx.append(_upstream_ctx)
     _routes(app)

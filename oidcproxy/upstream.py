@@ -9,6 +9,7 @@ bytes between two sockets; decides nothing about who may pass.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import logging
@@ -22,7 +23,7 @@ from aiohttp import WSMsgType, web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from oidcproxy.errors import NotFound, UpstreamTimeout, UpstreamUnavailable
+from oidcproxy.errors import NotFound, ResponseCut, UpstreamTimeout, UpstreamUnavailable
 from oidcproxy.model import Clock, Identity, Tokens, system_clock
 from oidcproxy.upstream_client import UpstreamBroken, UpstreamClient
 
@@ -308,6 +309,8 @@ class UpstreamProxy:
         self._clock = clock
         self._http: aiohttp.ClientSession | None = None
         self._client = UpstreamClient(connect_timeout_s=connect_timeout_s, max_field_size=max_field_size)
+        # Responses cut after their status line was sent, by who failed: "upstream" or "client".
+        self.cut: collections.Counter[str] = collections.Counter()
 
     async def start(self) -> None:
         # No cap per host: every open WebSocket holds one upstream connection for its lifetime, so a cap
@@ -374,6 +377,7 @@ class UpstreamProxy:
                 )
         except TimeoutError as exc:
             raise UpstreamTimeout(f"{url.origin()} gave no answer in {self._response_timeout_s:g}s") from exc
+        relayed = 0
         try:
             response = _ProxiedResponse(status=upstream.status, reason=upstream.reason or None)
             response.headers.extend(_response_headers(upstream.headers()))
@@ -381,14 +385,24 @@ class UpstreamProxy:
             chunk = await upstream.read()
             while not upstream.at_eof:
                 await response.write(chunk)  # waits for the client to drain: a slow reader slows us
+                relayed += len(chunk)
                 chunk = await upstream.read()
             await response.write_eof(chunk)  # the last piece and the end in one write
             return response
-        except (UpstreamBroken, ConnectionResetError) as exc:
-            log.info("stream to or from %s ended early: %s", url.origin(), type(exc).__name__)
-            raise
+        # From here on the status line may have gone: errors become ResponseCut, which the middleware
+        # answers by cutting the connection, never with a second response.
+        except (UpstreamBroken, UpstreamUnavailable) as exc:
+            raise self._cut(
+                "upstream", f"upstream {url.origin()} failed after {relayed} bytes: {exc}"
+            ) from exc
+        except ConnectionError as exc:
+            raise self._cut("client", f"client left after {relayed} bytes from {url.origin()}") from exc
         finally:
             upstream.release()
+
+    def _cut(self, side: str, detail: str) -> ResponseCut:
+        self.cut[side] += 1
+        return ResponseCut(detail)
 
     async def _websocket(
         self, request: web.Request, url: URL, headers: CIMultiDict[str], expires_at: float | None

@@ -22,7 +22,7 @@ from oidcproxy.errors import IdPUnavailable, LoginFailed
 from oidcproxy.model import Clock, Tokens
 from oidcproxy.oidc.claims import missing_profile_claims
 from oidcproxy.oidc.jwks import KeySet
-from oidcproxy.oidc.metadata import MAX_RESPONSE_BYTES, ProviderMetadata, read_json
+from oidcproxy.oidc.metadata import MAX_RESPONSE_BYTES, ProviderMetadata, provider_fault, read_json
 from oidcproxy.oidc.tokens import (
     ASYMMETRIC,
     TokenCheck,
@@ -261,7 +261,7 @@ class OIDCClient:
                     else None
                 )
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            raise IdPUnavailable(f"userinfo endpoint: {type(exc).__name__}: {exc}") from exc
+            raise provider_fault("userinfo endpoint", exc) from exc
         if not isinstance(body, dict):
             log.warning("userinfo endpoint answered %d without claims; using the ID token alone", status)
             return claims
@@ -296,7 +296,7 @@ class OIDCClient:
                 status = resp.status
                 body = await read_json(resp, "token endpoint", self.config.max_response_bytes)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            raise IdPUnavailable(f"token endpoint: {type(exc).__name__}: {exc}") from exc
+            raise provider_fault("token endpoint", exc) from exc
         if status >= 500:
             raise IdPUnavailable(f"token endpoint answered {status}")
         if not isinstance(body, dict):

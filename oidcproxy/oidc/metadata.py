@@ -15,9 +15,9 @@ from typing import Any
 
 import aiohttp
 
-from oidcproxy.errors import IdPUnavailable
+from oidcproxy.errors import IdPUnavailable, IdPUnreachable
 
-__all__ = ["MAX_RESPONSE_BYTES", "ProviderMetadata", "get_json", "read_json"]
+__all__ = ["MAX_RESPONSE_BYTES", "ProviderMetadata", "get_json", "provider_fault", "read_json"]
 
 log = logging.getLogger("oidcproxy.oidc")
 
@@ -114,7 +114,7 @@ async def get_json(
                 return doc, resp.headers.get("Cache-Control", "")
         except (aiohttp.ClientError, TimeoutError) as exc:
             if attempt == attempts:
-                raise IdPUnavailable(f"{what}: {url}: {type(exc).__name__}: {exc}") from exc
+                raise provider_fault(f"{what}: {url}", exc) from exc
             log.info("%s fetch failed (%s), retrying in %.1fs", what, type(exc).__name__, delay)
             await asyncio.sleep(delay)
             delay *= 2
@@ -130,3 +130,11 @@ async def _json_object(resp: aiohttp.ClientResponse, what: str, limit: int) -> d
     if not isinstance(doc, dict):
         raise IdPUnavailable(f"{what}: {resp.url} did not return a JSON object")
     return doc
+
+
+def provider_fault(where: str, exc: Exception) -> IdPUnavailable:
+    """A failed call to the provider as the error to raise: IdPUnreachable (503, try again soon) when
+    no answer came (refused, reset, timed out), IdPUnavailable (502) when it answered wrongly."""
+    unreachable = isinstance(exc, aiohttp.ClientConnectionError | TimeoutError)
+    kind = IdPUnreachable if unreachable else IdPUnavailable
+    return kind(f"{where}: {type(exc).__name__}: {exc}")
