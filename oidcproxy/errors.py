@@ -8,6 +8,7 @@ ProxyError (500 internal error)
 ├── Forbidden (403)
 ├── HeadersTooLarge (431)
 ├── IdPUnavailable (502)
+├── StateUnavailable (503, the state the workers share)
 ├── UpstreamUnavailable (502)
 └── UpstreamTimeout (504)
 
@@ -28,6 +29,7 @@ __all__ = [
     "NotAuthenticated",
     "NotFound",
     "ProxyError",
+    "StateUnavailable",
     "UpstreamTimeout",
     "UpstreamUnavailable",
 ]
@@ -78,6 +80,11 @@ class HeadersTooLarge(ProxyError):
 class IdPUnavailable(ProxyError):
     status, title = 502, "Identity provider unavailable"
     public = "The identity provider could not be reached. Try again in a moment."
+
+
+class StateUnavailable(ProxyError):
+    status, title = 503, "Temporarily unavailable"
+    public = "The proxy could not reach its shared state. Try again in a moment."
 
 
 class UpstreamUnavailable(ProxyError):
