@@ -38,6 +38,7 @@ __all__ = [
     "keeper_socket",
     "remove_keeper_socket",
     "serve_keeper",
+    "start_keeper",
 ]
 
 log = logging.getLogger("oidcproxy.sharedstate")
@@ -279,11 +280,14 @@ async def _keep(sock: socket.socket) -> None:
     state = LocalState()
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    handler = _Connection.handler(state)
-    server = await asyncio.start_unix_server(handler, sock=sock, limit=_MAX_FRAME)
-    async with server:
+    async with await start_keeper(sock, state):
         await stop.wait()
     await state.close()
+
+
+async def start_keeper(sock: socket.socket, state: LocalState) -> asyncio.Server:
+    """Serve `state` to SocketState clients on the listening unix socket `sock`."""
+    return await asyncio.start_unix_server(_Connection.handler(state), sock=sock, limit=_MAX_FRAME)
 
 
 class _Connection:

@@ -242,7 +242,7 @@ class _RefreshGrant(RefreshTokenGrant):  # type: ignore[misc]
     server: DevAuthorizationServer
 
     @property
-    def INCLUDE_NEW_REFRESH_TOKEN(self) -> bool:  # noqa: N802 - authlib's name
+    def INCLUDE_NEW_REFRESH_TOKEN(self) -> bool:  # authlib reads this name
         return self.server.config.rotate_refresh_tokens
 
     def authenticate_refresh_token(self, refresh_token: str) -> RefreshRecord | None:

@@ -81,9 +81,7 @@ async def tap(rotating: Provider, aiohttp_server: Any) -> IdPTap:
 
 
 @pytest.fixture
-def two_workers(
-    rotating: Provider, tap: IdPTap, upstream: TestServer, unused_tcp_port: int
-) -> Iterator[URL]:
+def two_workers(rotating: Provider, tap: IdPTap, upstream: TestServer, unused_tcp_port: int) -> Iterator[URL]:
     """The proxy with two workers; its token endpoint is the tap's."""
     address = f"127.0.0.1:{unused_tcp_port}"
     authorize, jwks = rotating.paths
