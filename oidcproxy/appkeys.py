@@ -12,6 +12,7 @@ from oidcproxy.login import LoginFlow
 from oidcproxy.model import Clock
 from oidcproxy.oidc import BearerVerifier, ClaimMapping, OIDCClient, Refresher
 from oidcproxy.session import CookieSessionStore
+from oidcproxy.sharedstate import SharedState
 from oidcproxy.upstream import UpstreamProxy
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "REQUEST_ID",
     "SESSIONS",
     "SETTINGS",
+    "SHARED",
     "SET_COOKIES",
     "STARTED",
 ]
@@ -42,6 +44,8 @@ PROXY = web.AppKey("proxy", UpstreamProxy)
 REFRESHER = web.AppKey("refresher", Refresher)
 BEARER = web.AppKey("bearer", BearerVerifier)  # only with --skip-jwt-bearer-tokens
 EDGE = web.AppKey("edge", Edge)
+# Refresh and login state shared by the workers of this instance (refresh path and callback only).
+SHARED: web.AppKey[SharedState] = web.AppKey("shared")
 
 REQUEST_ID = web.RequestKey("request_id", str)
 # Cookies for whatever response this request ends with (a refreshed or ended session), set when it

@@ -9,6 +9,7 @@ ProxyError (500 internal error)
 ├── HeadersTooLarge (431)
 ├── IdPUnavailable (502, the provider answered wrongly)
 │   └── IdPUnreachable (503 with Retry-After: no answer at all, refused or timed out)
+├── StateUnavailable (503 with Retry-After, the state the workers share)
 ├── UpstreamUnavailable (502)
 ├── UpstreamTimeout (504)
 └── ResponseCut (never rendered: the status line had gone out, so the connection is cut instead)
@@ -32,6 +33,7 @@ __all__ = [
     "NotFound",
     "ProxyError",
     "ResponseCut",
+    "StateUnavailable",
     "UpstreamTimeout",
     "UpstreamUnavailable",
 ]
@@ -92,6 +94,11 @@ class IdPUnreachable(IdPUnavailable):
     """
 
     status, retry_after_s = 503, 10
+
+
+class StateUnavailable(ProxyError):
+    status, title, retry_after_s = 503, "Temporarily unavailable", 5
+    public = "The proxy could not reach its shared state. Try again in a moment."
 
 
 class UpstreamUnavailable(ProxyError):

@@ -32,7 +32,7 @@ from oidcproxy.forwarded import External, callback_url
 from oidcproxy.login import return_target
 from oidcproxy.middleware import page, pages, redirect
 from oidcproxy.model import Identity, Session, Tokens
-from oidcproxy.oidc import RefreshRefused, bearer_token, refresh_state
+from oidcproxy.oidc import RefreshRefused, RefreshSuperseded, bearer_token, refresh_state
 from oidcproxy.upstream import auth_request_headers, is_websocket_upgrade
 
 __all__ = [
@@ -96,7 +96,7 @@ async def start(request: web.Request) -> web.StreamResponse:
 
 async def callback(request: web.Request) -> web.StreamResponse:
     app = request.app
-    done = app[LOGIN].finish(request.cookies, request.query)
+    done = await app[LOGIN].finish(request.cookies, request.query)
     attempt = done.attempt
     tokens, claims = await app[OIDC].exchange(
         done.code, redirect_uri=attempt.redirect_uri, verifier=attempt.verifier, nonce=attempt.nonce
@@ -247,6 +247,8 @@ async def _fresh(request: web.Request, session: Session) -> Session:
         raise NotAuthenticated("session tokens expired and there is no refresh token")
     try:
         fresh = await refresher.refresh(session)
+    except RefreshSuperseded:
+        raise  # an old cookie: the browser holds the refreshed one, so nothing may clear it
     except (RefreshRefused, LoginFailed, Forbidden) as exc:
         # Refused, or new tokens that fail validation: the session ends and the person signs in again.
         request[SET_COOKIES] = await app[SESSIONS].clear(request.cookies)

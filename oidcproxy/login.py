@@ -2,14 +2,15 @@
 
 The round-trip rides in a short-lived cookie signed and time-limited with itsdangerous, one cookie per
 attempt (named after its state), so two tabs signing in at once do not undo each other. An attempt is
-accepted once. Imports cookies and errors only; no I/O, no aiohttp.web.
+accepted once by all the workers: its state is added to the SharedState, the only I/O here. Imports
+cookies, errors and sharedstate; no aiohttp.web.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import re
-from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,7 @@ from itsdangerous import BadData, TimestampSigner, URLSafeTimedSerializer
 from oidcproxy.cookies import CookiePolicy, SetCookie
 from oidcproxy.errors import LoginFailed
 from oidcproxy.model import Clock
+from oidcproxy.sharedstate import SharedState
 
 __all__ = ["Callback", "LoginAttempt", "LoginFlow", "return_target", "safe_return_to"]
 
@@ -81,7 +83,7 @@ class Callback:
 
 
 class LoginFlow:
-    """Begins and finishes login attempts; remembers the states it accepted until they expire."""
+    """Begins and finishes login attempts; `shared` remembers the states accepted until they expire."""
 
     def __init__(
         self,
@@ -89,6 +91,7 @@ class LoginFlow:
         policy: CookiePolicy,
         clock: Clock,
         *,
+        shared: SharedState,
         pkce: bool = True,
         max_age: int = 900,
     ) -> None:
@@ -101,10 +104,9 @@ class LoginFlow:
             list(reversed(secrets)), salt="oidcproxy-login", signer=_Signer
         )
         self._policy = policy
-        self._clock = clock
         self._pkce = pkce
         self._max_age = max_age
-        self._used: OrderedDict[str, float] = OrderedDict()
+        self._shared = shared
 
     def cookie_name(self, state: str) -> str:
         return f"{self._policy.name}_csrf_{state[:16]}"
@@ -122,8 +124,10 @@ class LoginFlow:
         assert isinstance(value, str)  # noqa: S101 - URLSafeTimedSerializer yields text
         return attempt, SetCookie.make(self._policy, self.cookie_name(attempt.state), value, self._max_age)
 
-    def finish(self, cookies: Mapping[str, str], query: Mapping[str, Any]) -> Callback:
-        """Check the callback against its cookie; raise LoginFailed saying why (detail for logs)."""
+    async def finish(self, cookies: Mapping[str, str], query: Mapping[str, Any]) -> Callback:
+        """Check the callback against its cookie; raise LoginFailed saying why (detail for logs).
+
+        StateUnavailable when the shared state cannot say whether the attempt was used already."""
         state, code = _single(query, "state"), _single(query, "code")
         error = _single(query, "error")
         if error:
@@ -141,7 +145,7 @@ class LoginFlow:
             raise LoginFailed(f"login cookie rejected: {type(exc).__name__}") from None
         if not hmac.compare_digest(str(saved_state), state):
             raise LoginFailed("state does not match the login cookie")
-        self._remember(state)
+        await self._accept_once(state)
         # A full URL was checked against the whitelist at begin() and is signed since.
         target = return_to if _is_absolute(str(return_to)) else safe_return_to(return_to)
         attempt = LoginAttempt(saved_state, nonce, verifier, target, redirect_uri)
@@ -150,15 +154,10 @@ class LoginFlow:
     def clear(self, state: str) -> SetCookie:
         return SetCookie.make(self._policy, self.cookie_name(state), "", 0)
 
-    def _remember(self, state: str) -> None:
-        now = self._clock()
-        while self._used and next(iter(self._used.values())) < now:
-            self._used.popitem(last=False)
-        if state in self._used:
+    async def _accept_once(self, state: str) -> None:
+        key = "login/" + hashlib.sha256(state.encode()).hexdigest()[:32]
+        if await self._shared.add(key, "", self._max_age) is not None:
             raise LoginFailed("this login attempt was already used (replayed callback)")
-        self._used[state] = now + self._max_age
-        if len(self._used) > 100_000:
-            self._used.popitem(last=False)
 
 
 def _single(query: Mapping[str, Any], name: str) -> str:

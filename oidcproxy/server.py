@@ -32,6 +32,7 @@ from oidcproxy.appkeys import (
     REFRESHER,
     SESSIONS,
     SETTINGS,
+    SHARED,
 )
 from oidcproxy.authz import Policy
 from oidcproxy.config import Settings, cookie_key_material, split_address
@@ -57,7 +58,14 @@ from oidcproxy.oidc import (
     ssl_context,
 )
 from oidcproxy.pages import Pages
-from oidcproxy.session import CookieSessionStore
+from oidcproxy.session import CookieSessionStore, SessionCodec
+from oidcproxy.sharedstate import (
+    LocalState,
+    SocketState,
+    keeper_socket,
+    remove_keeper_socket,
+    serve_keeper,
+)
 from oidcproxy.upstream import HeaderPolicy, Route, Router, UpstreamProxy, WebSocketTimeouts
 
 __all__ = ["MAX_FIELD_SIZE", "base_url", "build_app", "run"]
@@ -67,7 +75,10 @@ log = logging.getLogger("oidcproxy")
 MAX_FIELD_SIZE = 65536
 
 
-def build_app(settings: Settings, clock: Clock = system_clock) -> web.Application:
+def build_app(
+    settings: Settings, clock: Clock = system_clock, *, state_socket: str | None = None
+) -> web.Application:
+    """The app; `state_socket` is the keeper's path when this is one of several workers."""
     app = web.Application(
         middlewares=[errors_and_ids],
         handler_args=_header_limits(settings.max_header_size),
@@ -85,8 +96,13 @@ def build_app(settings: Settings, clock: Clock = system_clock) -> web.Applicatio
     app[SETTINGS] = settings
     app[CLOCK] = clock
     app[SESSIONS] = CookieSessionStore(keys, cookie_policy, clock)
+    shared = app[SHARED] = LocalState(clock) if state_socket is None else SocketState(state_socket)
     app[LOGIN] = LoginFlow(
-        keys.login_secrets(), cookie_policy, clock, pkce=settings.code_challenge_method == "S256"
+        keys.login_secrets(),
+        cookie_policy,
+        clock,
+        shared=shared,
+        pkce=settings.code_challenge_method == "S256",
     )
     app[POLICY] = Policy.build(
         settings.email_domain,
@@ -102,7 +118,9 @@ def build_app(settings: Settings, clock: Clock = system_clock) -> web.Applicatio
     app[CLAIMS] = _claim_mapping(settings, provider.issuer)
     app.on_response_prepare.append(handlers.stashed_cookies)
     app.on_response_prepare.append(remember_started)
-    app.cleanup_ctx.append(functools.partial(_oidc_ctx, config=provider))
+    app.cleanup_ctx.append(_shared_ctx)
+    seal = SessionCodec(keys, cookie_policy.name)
+    app.cleanup_ctx.append(functools.partial(_oidc_ctx, config=provider, seal=seal))
     app.cleanup_ctx.append(_upstream_ctx)
     _routes(app)
     return app
@@ -299,7 +317,9 @@ def _routes(app: web.Application) -> None:
     app.router.add_route("*", "/{tail:.*}", handlers.gate)
 
 
-async def _oidc_ctx(app: web.Application, *, config: ProviderConfig) -> AsyncIterator[None]:
+async def _oidc_ctx(
+    app: web.Application, *, config: ProviderConfig, seal: SessionCodec
+) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     timeout = aiohttp.ClientTimeout(total=settings.provider_timeout)
     connector = aiohttp.TCPConnector(ssl=ssl_context(settings.provider_ca_file))
@@ -307,8 +327,10 @@ async def _oidc_ctx(app: web.Application, *, config: ProviderConfig) -> AsyncIte
         timeout=timeout, cookie_jar=aiohttp.DummyCookieJar(), connector=connector
     ) as http:
         client = app[OIDC] = OIDCClient(http, config, app[CLOCK])
-        policy = RefreshPolicy(cookie_refresh_s=settings.cookie_refresh)
-        app[REFRESHER] = Refresher(client, app[CLAIMS], policy, app[CLOCK])
+        # A refresh may fetch keys and userinfo too: the lock outlives a slow but successful one.
+        lock_s = 3 * settings.provider_timeout + 5
+        policy = RefreshPolicy(cookie_refresh_s=settings.cookie_refresh, lock_s=lock_s)
+        app[REFRESHER] = Refresher(client, app[CLAIMS], policy, app[CLOCK], shared=app[SHARED], seal=seal)
         if settings.skip_jwt_bearer_tokens:
             extra = parse_pairs(settings.extra_jwt_issuers)
             app[BEARER] = BearerVerifier(http, client, extra, app[CLOCK])
@@ -317,6 +339,11 @@ async def _oidc_ctx(app: web.Application, *, config: ProviderConfig) -> AsyncIte
         if BEARER in app:
             await app[BEARER].close()
         await client.close()
+
+
+async def _shared_ctx(app: web.Application) -> AsyncIterator[None]:
+    yield
+    await app[SHARED].close()
 
 
 async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -371,22 +398,31 @@ def run(settings: Settings, announce: Callable[[str], None] = print) -> int:
             announce(f"Open {base_url(settings)}/ and sign in with any email and password.")
 
     if count == 1:
-        _serve(settings, listening, host=host, port=port)
+        _serve(settings, listening, None, host=host, port=port)
         return 0
-    serve = functools.partial(_serve_on, settings)
-    return workers.supervise(host, port, count, serve, on_ready=listening)
+    # The workers share refresh and login state through a keeper process on a private unix socket,
+    # bound here so that it exists before any worker connects (and outlives a restarted keeper).
+    keeper, path = keeper_socket()
+    try:
+        serve = functools.partial(_serve_on, settings, path)
+        companion = functools.partial(serve_keeper, keeper, workers.new_event_loop)
+        return workers.supervise(host, port, count, serve, on_ready=listening, companion=companion)
+    finally:
+        remove_keeper_socket(keeper, path)
 
 
-def _serve_on(settings: Settings, sock: socket.socket, ready: Callable[[], None]) -> None:
-    _serve(settings, lambda _: ready(), sock=sock)
+def _serve_on(settings: Settings, path: str, sock: socket.socket, ready: Callable[[], None]) -> None:
+    _serve(settings, lambda _: ready(), path, sock=sock)
 
 
-def _serve(settings: Settings, listening: Callable[[str], None] | None, **where: Any) -> None:
+def _serve(
+    settings: Settings, listening: Callable[[str], None] | None, state_socket: str | None, **where: Any
+) -> None:
     """One process's server: app built here (after any fork), uvloop if installed, logs off the loop."""
     access_log = logging.getLogger("oidcproxy.access") if settings.request_logging else None
     with workers.log_off_the_loop():
         web.run_app(
-            build_app(settings),
+            build_app(settings, state_socket=state_socket),
             print=listening,
             access_log=access_log,
             access_log_class=BatchedAccessLogger,

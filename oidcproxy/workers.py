@@ -3,8 +3,10 @@ is installed, and logging that writes from a thread instead of the event loop.
 
 The parent binds the address first (a busy port fails before anything forks, and port 0 is resolved
 once), forks the workers, restarts a worker that dies, and on SIGTERM or SIGINT forwards SIGTERM to
-every worker and waits for their graceful drain. Sessions live in cookies, so workers share nothing.
-Imports nothing from oidcproxy.
+every worker and waits for their graceful drain. Sessions live in cookies; what the workers do share
+(one refresh per session, a login state used once) lives in a `companion` process the parent forks
+first, restarts when it dies and stops only after the workers drained (server.py makes it the
+sharedstate keeper). Imports nothing from oidcproxy.
 """
 
 from __future__ import annotations
@@ -108,22 +110,31 @@ def supervise(
     *,
     policy: WorkerPolicy = WorkerPolicy(),
     on_ready: Callable[[int], None] = lambda port: None,
+    companion: Callable[[], None] | None = None,
 ) -> int:
     """Run `count` workers each calling serve(own socket on host:port, ready); return the exit code.
 
-    on_ready(port) is called once every first-generation worker accepts connections.
+    on_ready(port) is called once every first-generation worker accepts connections. `companion`,
+    if given, runs in one more process until SIGTERM, which it gets once the workers have exited.
     """
     reserved = reuseport_socket(host, port)  # resolves port 0 and fails early on a busy address
     try:
         port = reserved.getsockname()[1]
-        return _Supervisor(host, port, count, serve, policy, reserved).run(on_ready)
+        return _Supervisor(host, port, count, serve, policy, reserved, companion).run(on_ready)
     finally:
         reserved.close()
 
 
 class _Supervisor:
     def __init__(
-        self, host: str, port: int, count: int, serve: Serve, policy: WorkerPolicy, reserved: socket.socket
+        self,
+        host: str,
+        port: int,
+        count: int,
+        serve: Serve,
+        policy: WorkerPolicy,
+        reserved: socket.socket,
+        companion: Callable[[], None] | None = None,
     ) -> None:
         self._host, self._port, self._count = host, port, count
         self._serve, self._policy, self._reserved = serve, policy, reserved
@@ -133,10 +144,13 @@ class _Supervisor:
         self._quick_deaths = 0
         self._ready_r, self._ready_w = os.pipe()
         self._parent = os.getpid()
+        self.companion = companion
+        self._companion: tuple[multiprocessing.process.BaseProcess, float] | None = None
 
     def run(self, on_ready: Callable[[int], None]) -> int:
         previous = {sig: signal.signal(sig, self._stop) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
+            self._start_companion()
             for slot in range(self._count):
                 self._start(slot)
             code = self._watch(lambda: on_ready(self._port))
@@ -161,6 +175,23 @@ class _Supervisor:
         os.close(self._ready_r)
         self._serve(reuseport_socket(self._host, self._port), self._signal_ready)
 
+    def _start_companion(self) -> None:
+        if self.companion is not None:
+            process = self._context.Process(target=self._companion_child, name="oidcproxy-state")
+            process.start()
+            self._companion = (process, time.monotonic())
+
+    def _companion_child(self) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when it stops
+        _die_with_parent(self._parent)
+        _name_process(b"oidcproxy-state")
+        self._reserved.close()
+        os.close(self._ready_r)
+        os.close(self._ready_w)
+        assert self.companion is not None  # noqa: S101 - only started when set
+        self.companion()
+
     def _signal_ready(self) -> None:
         os.write(self._ready_w, b".")
 
@@ -177,11 +208,14 @@ class _Supervisor:
         waiting = self._count
         while not self._stopping:
             sentinels: list[Any] = [p.sentinel for p, _ in self._workers.values()]
+            if self._companion is not None:
+                sentinels.append(self._companion[0].sentinel)
             if self._ready_r in multiprocessing.connection.wait([*sentinels, self._ready_r], timeout=1.0):
                 ready = len(os.read(self._ready_r, 4096))
                 if 0 < waiting <= ready:
                     on_ready()
                 waiting -= ready
+            self._watch_companion()
             for slot, (process, started) in list(self._workers.items()):
                 if process.is_alive() or self._stopping:
                     continue
@@ -196,12 +230,29 @@ class _Supervisor:
                 self._start(slot)
         return 0
 
+    def _watch_companion(self) -> None:
+        if self._companion is None or self._stopping or self._companion[0].is_alive():
+            return
+        process, started = self._companion
+        process.join()
+        log.warning("state process (pid %s) died with exit code %s", process.pid, process.exitcode)
+        if time.monotonic() - started < self._policy.min_uptime_s:
+            time.sleep(self._policy.min_uptime_s)  # not a busy loop when it cannot start
+        self._start_companion()
+
     def _reap(self) -> None:
         deadline = time.monotonic() + self._policy.drain_s + 5.0
         for process, _ in self._workers.values():
             process.join(max(0.0, deadline - time.monotonic()))
             if process.is_alive():
                 log.warning("worker pid %s did not drain in time; killing it", process.pid)
+                process.kill()
+                process.join()
+        if self._companion is not None:
+            process = self._companion[0]
+            process.terminate()
+            process.join(5.0)
+            if process.is_alive():
                 process.kill()
                 process.join()
 
@@ -214,4 +265,11 @@ def _die_with_parent(parent: int) -> None:
         os._exit(0)
 
 
+def _name_process(name: bytes) -> None:
+    """Linux: the name ps and /proc/PID/comm show (at most 15 bytes)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_NAME, ctypes.c_char_p(name[:15]), 0, 0, 0)
+
+
 _PR_SET_PDEATHSIG = 1
+_PR_SET_NAME = 15

@@ -66,6 +66,9 @@ class IdPConfig:
     access_token_ttl: int = 3600
     id_token_ttl: int = 3600
     code_ttl: int = 60
+    # Each refresh returns a new refresh token and revokes the one redeemed, so a reused one gets
+    # invalid_grant (Keycloak "Revoke Refresh Token", Okta, Auth0). Off: one token serves every refresh.
+    rotate_refresh_tokens: bool = True
     clock: Clock = system_clock
 
     def __post_init__(self) -> None:

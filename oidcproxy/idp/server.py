@@ -236,9 +236,14 @@ class _CodeGrant(AuthorizationCodeGrant):  # type: ignore[misc]
 
 
 class _RefreshGrant(RefreshTokenGrant):  # type: ignore[misc]
-    INCLUDE_NEW_REFRESH_TOKEN = True  # rotation: every refresh returns a new refresh token
+    """RFC 6749 6, rotating refresh tokens unless IdPConfig.rotate_refresh_tokens is off."""
+
     TOKEN_ENDPOINT_AUTH_METHODS = TOKEN_AUTH_METHODS
     server: DevAuthorizationServer
+
+    @property
+    def INCLUDE_NEW_REFRESH_TOKEN(self) -> bool:  # authlib reads this name
+        return self.server.config.rotate_refresh_tokens
 
     def authenticate_refresh_token(self, refresh_token: str) -> RefreshRecord | None:
         return self.server.store.refresh.get(refresh_token)
@@ -247,7 +252,8 @@ class _RefreshGrant(RefreshTokenGrant):  # type: ignore[misc]
         return refresh_token.user
 
     def revoke_old_credential(self, refresh_token: RefreshRecord) -> None:
-        self.server.store.refresh.pop(refresh_token.token, None)
+        if self.server.config.rotate_refresh_tokens:  # a reused one is then unknown: invalid_grant
+            self.server.store.refresh.pop(refresh_token.token, None)
 
 
 class DevAuthorizationServer(AuthorizationServer):  # type: ignore[misc]

@@ -3,13 +3,14 @@
 metadata (discovery document) and jwks (key set cache) do the slow-path I/O with aiohttp; tokens
 (signature and claim checks), claims (claims -> Identity) and refresh_state are pure; client ties them
 together for the authorization request, the code exchange, refresh and userinfo; refresh runs one
-refresh per session; bearer verifies `Authorization: Bearer` JWTs. Nothing here blocks the event loop.
+refresh per session across the workers (through a SharedState); bearer verifies `Authorization:
+Bearer` JWTs. Nothing here blocks the event loop.
 """
 
 from oidcproxy.oidc.bearer import BearerVerifier, bearer_token
 from oidcproxy.oidc.claims import ClaimMapping, parse_pairs
 from oidcproxy.oidc.client import Endpoints, OIDCClient, ProviderConfig, RefreshRefused, ssl_context
-from oidcproxy.oidc.refresh import Refresher, RefreshPolicy, refresh_state
+from oidcproxy.oidc.refresh import Refresher, RefreshPolicy, RefreshSuperseded, SessionSeal, refresh_state
 from oidcproxy.oidc.tokens import TokenInvalid
 
 __all__ = [
@@ -20,7 +21,9 @@ __all__ = [
     "ProviderConfig",
     "RefreshPolicy",
     "RefreshRefused",
+    "RefreshSuperseded",
     "Refresher",
+    "SessionSeal",
     "TokenInvalid",
     "bearer_token",
     "parse_pairs",

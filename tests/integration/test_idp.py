@@ -50,11 +50,17 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 def make_provider(
     aiohttp_server: Any, unused_tcp_port_factory: Callable[[], int], http: aiohttp.ClientSession
 ) -> Callable[..., Any]:
-    async def make(signing_alg: str = "RS256", prefix: str = "") -> Provider:
+    async def make(signing_alg: str = "RS256", prefix: str = "", rotate: bool = True) -> Provider:
         port = unused_tcp_port_factory()
         issuer = f"http://127.0.0.1:{port}{prefix}"
         clock = FakeClock(system_clock())
-        config = IdPConfig(issuer=issuer, clients=(CLIENT,), signing_alg=signing_alg, clock=clock)
+        config = IdPConfig(
+            issuer=issuer,
+            clients=(CLIENT,),
+            signing_alg=signing_alg,
+            rotate_refresh_tokens=rotate,
+            clock=clock,
+        )
         app, idp = build_app(config)
         if prefix:
             outer = web.Application()
@@ -333,6 +339,20 @@ async def test_refresh_rotates_the_refresh_token(provider: Provider) -> None:
     assert (await r.json())["error"] == "invalid_grant"
     rotated = {"grant_type": "refresh_token", "refresh_token": second["refresh_token"]}
     assert (await token(provider, rotated, basic=False)).status == 200
+
+
+async def test_without_rotation_one_refresh_token_serves_every_refresh(
+    make_provider: Callable[..., Any],
+) -> None:
+    provider = await make_provider(rotate=False)
+    verifier, challenge = pkce()
+    code = await sign_in(provider, authorize_params(challenge))
+    first = await (await exchange(provider, code, verifier)).json()
+    again = {"grant_type": "refresh_token", "refresh_token": first["refresh_token"]}
+    for _ in range(2):
+        r = await token(provider, again)
+        assert r.status == 200
+        assert "refresh_token" not in await r.json()
 
 
 async def test_wrong_client_secret_is_refused(provider: Provider) -> None:

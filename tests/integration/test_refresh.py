@@ -10,12 +10,15 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import aiohttp
+
 from oidcproxy.model import FakeClock, system_clock
 from tests.integration.test_tokens import IdPTap, browser, make_proxy, node, sign_in
 
 __all__ = ["browser", "make_proxy", "node"]  # fixtures shared with test_tokens.py
 
 TTL = {"AccessToken": 5, "IdToken": 5}
+JSON = {"Accept": "application/json"}
 
 
 def session_cookies(resp: Any) -> dict[str, str]:
@@ -127,3 +130,24 @@ async def test_expired_tokens_without_refresh_token_end_the_session(
     clock.advance(6)
     resp = await browser.get(proxy.make_url("/x"), headers={"Accept": "application/json"})
     assert resp.status == 401
+
+
+async def test_an_old_cookie_after_the_reuse_window_is_never_replayed_nor_cleared(
+    node: Any, make_proxy: Any, browser: Any, aiohttp_server: Any
+) -> None:
+    _, tap, clock, proxy = await refreshing_proxy(node, make_proxy, aiohttp_server)
+    await sign_in(browser, proxy, "alice")
+    old = {c.key: c.value for c in browser.cookie_jar if c.key.startswith("_oidcproxy")}
+    clock.advance(6)
+    assert (await browser.get(proxy.make_url("/refresh"))).status == 200
+    assert tap.grants["refresh_token"] == 1
+    clock.advance(31)  # past reuse_s: a request held up since before the refresh, old cookie and all
+    async with aiohttp.ClientSession() as late:
+        header = "; ".join(f"{k}={v}" for k, v in old.items())
+        stale = await late.get(proxy.make_url("/late"), headers={"Cookie": header, **JSON})
+        assert stale.status == 401
+        assert "Set-Cookie" not in stale.headers  # the browser's newer cookie stays
+    assert tap.grants["refresh_token"] == 1  # the rotated token never went back to the provider
+    # The browser's newer cookie still refreshes: nothing revoked the grant.
+    assert (await browser.get(proxy.make_url("/still"), headers=JSON)).status == 200
+    assert tap.grants["refresh_token"] == 2

@@ -44,6 +44,18 @@ def children(pid: int) -> set[int]:
     return found
 
 
+def workers_of(pid: int) -> set[int]:
+    """The supervisor's worker processes: its children except the one holding the shared state."""
+    return {c for c in children(pid) if _comm(c) != "oidcproxy-state"}
+
+
+def _comm(pid: int) -> str:
+    try:
+        return (Path("/proc") / str(pid) / "comm").read_text().strip()
+    except OSError:
+        return ""
+
+
 async def until(condition: Any, what: str) -> None:
     """Poll a condition that a process changes on its own, bounded (not a readiness sleep)."""
     async with asyncio.timeout(_BOUND_S):
@@ -122,15 +134,16 @@ async def test_two_workers_serve_and_a_killed_one_is_replaced(
     workers_proxy: tuple[subprocess.Popen[str], str], session_cookie: dict[str, str]
 ) -> None:
     process, base = workers_proxy
-    await until(lambda: len(children(process.pid)) == 2, "two workers")
-    first = children(process.pid)
+    await until(lambda: len(workers_of(process.pid)) == 2, "two workers")
+    assert len(children(process.pid)) == 3  # and the process keeping the state they share
+    first = workers_of(process.pid)
     async with aiohttp.ClientSession(cookies=session_cookie) as client:
         for _ in range(10):
             async with client.get(f"{base}/x", headers={"Connection": "close"}) as response:
                 assert await response.text() == "hello wanda@example.com"
         victim = min(first)
         os.kill(victim, signal.SIGKILL)
-        await until(lambda: len(children(process.pid) - {victim}) == 2, "a replacement worker")
+        await until(lambda: len(workers_of(process.pid) - {victim}) == 2, "a replacement worker")
         assert victim not in children(process.pid)
         for _ in range(10):
             async with client.get(f"{base}/x", headers={"Connection": "close"}) as response:

@@ -36,6 +36,9 @@ const DEFAULTS = {
   new_key: false,
   keep_old_keys: false,
   skip_consent: false,
+  // A refresh returns a new refresh token and consumes the old one; reusing a consumed one gets
+  // invalid_grant and revokes the grant (Keycloak "Revoke Refresh Token", Okta, Auth0 do the same).
+  rotate_refresh_tokens: true,
   tls: undefined,
   exit_on_stdin_eof: false,
 };
@@ -196,9 +199,9 @@ function buildProvider(config, issuer) {
     },
     pkce: { required: () => false },
     // Refresh tokens for every client allowed the grant, not only with offline_access; rotated
-    // on every use so the proxy must store the new one.
+    // on every use (unless rotate_refresh_tokens is false) so the proxy must store the new one.
     issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),
-    rotateRefreshToken: () => true,
+    rotateRefreshToken: () => Boolean(config.rotate_refresh_tokens),
     ttl: { ...TTL_DEFAULTS, ...config.ttl },
     ...(config.skip_consent ? { loadExistingGrant: autoGrant } : {}),
     renderError: (ctx, out) => {

@@ -28,8 +28,9 @@ Config keys accepted by `start_node_idp` (all optional; server.mjs has the same 
 - `conform_id_token_claims`: True keeps scope claims (email, groups, ...) out of the ID token when an
   access token is issued, so they are only at userinfo (OIDC Core 5.4); default False.
 - `ttl`: seconds for `AccessToken`, `IdToken`, `RefreshToken` (also `AuthorizationCode`, `Session`,
-  `Grant`, `Interaction`). Refresh tokens go to every client with the refresh_token grant and are
-  rotated on each use.
+  `Grant`, `Interaction`). Refresh tokens go to every client with the refresh_token grant.
+- `rotate_refresh_tokens`: True (default) rotates them on each use; a reused one gets invalid_grant
+  and revokes the whole grant, so every later refresh of that session fails too.
 - `signing_alg`: "RS256" (default) or "ES256"; one key with a `kid` is generated at start.
 - `key_file`: JWKS file reused across restarts; defaults to one in the IdP's temp dir.
   `new_key=True` replaces the signing key at start, `keep_old_keys=True` keeps publishing old ones.
