@@ -63,7 +63,7 @@ def default_workers(cgroup_root: str = "/sys/fs/cgroup") -> tuple[int, str]:
     except AttributeError:  # not Linux
         cpus, where = os.cpu_count() or 1, "CPUs"
     quota = cgroup_cpu_quota(cgroup_root)
-    if quota is not None and math.ceil(quota[0]) < cpus:
+    if quota is not None and math.ceil(quota[0]) <= cpus:
         return max(1, math.ceil(quota[0])), f"cgroup {quota[1]} quota {quota[0]:g} CPUs"
     return max(1, cpus), f"{cpus} {where}"
 

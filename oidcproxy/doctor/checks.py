@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote_plus, urlsplit
 
 import jwt
 
@@ -149,7 +149,7 @@ def redirect_verdict(redirect_uri: str, status: int, location: str, body: str) -
     redirect to the provider's own error page) that names the redirect URI.
     """
     text = _MARKUP.sub(" ", body)
-    refused = bool(_REFUSED.search(location) or _REFUSED.search(body))
+    refused = bool(_REFUSED.search(unquote_plus(location)) or _REFUSED.search(body))
     refused = refused or (400 <= status < 500 and bool(_MENTIONS.search(text)))
     if 300 <= status < 400 and location and not refused:
         if location.split("?", 1)[0] == redirect_uri.split("?", 1)[0]:
@@ -157,7 +157,7 @@ def redirect_verdict(redirect_uri: str, status: int, location: str, body: str) -
         return Finding("redirect_uri", "ok", f"{redirect_uri} accepted (the provider's login is next)")
     if status == 200 and not refused:
         return Finding("redirect_uri", "ok", f"{redirect_uri} accepted (the provider shows its login page)")
-    error = _error_text(body, text) if body else location
+    error = _error_text(body, text) if body else unquote_plus(location)
     if refused:
         return Finding(
             "redirect_uri",
