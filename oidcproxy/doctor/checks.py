@@ -45,7 +45,6 @@ Status = Literal["ok", "problem", "note", "skipped"]
 
 SKEW_LIMIT_S = 30.0  # half the 60 s leeway token checks allow (oidc/tokens.py)
 NGINX_HEADER_LINE = 8 * 1024  # large_client_header_buffers 4 8k: one request header line
-NGINX_HEADERS_TOTAL = 4 * 8 * 1024  # ... and all of them
 NGINX_PROXY_BUFFER = 4 * 1024  # proxy_buffer_size: one memory page, 4k (8k on some platforms)
 _SIGNATURE_BYTES = {"RS": 256, "PS": 256, "ES256": 64, "ES384": 96, "ES512": 132, "EdDSA": 64}
 # Error codes and texts providers use for an unregistered redirect URI (oidc-provider, Google, Entra

@@ -94,7 +94,7 @@ async def _provider(settings: Settings, clock: Clock, out: list[Finding]) -> str
     async with aiohttp.ClientSession(
         timeout=timeout, connector=connector, cookie_jar=aiohttp.DummyCookieJar()
     ) as http:
-        doc = await _discovery(http, settings, out)
+        doc, date = await _discovery(http, settings, out)
         if doc is None:
             out.append(Finding("jwks", "skipped", "not checked: no discovery document"))
             out.append(Finding("redirect_uri", "skipped", "not checked: no discovery document"))
@@ -102,18 +102,18 @@ async def _provider(settings: Settings, clock: Clock, out: list[Finding]) -> str
         algs = [str(a) for a in doc.get("id_token_signing_alg_values_supported") or ["RS256"]]
         jwks = await _get(http, str(doc.get("jwks_uri", "")), "application/json")
         out.append(_keys(jwks, algs, str(doc.get("jwks_uri", ""))))
-        date = doc.get("_date") or jwks.headers.get("Date", "")
-        out.append(clock_skew(str(date), clock()))
+        out.append(clock_skew(date or jwks.headers.get("Date", ""), clock()))
         out.append(await _redirect(http, settings, str(doc.get("authorization_endpoint", ""))))
         return algs[0]
 
 
 async def _discovery(
     http: aiohttp.ClientSession, settings: Settings, out: list[Finding]
-) -> dict[str, Any] | None:
+) -> tuple[dict[str, Any] | None, str]:
+    """The discovery document (or the manual endpoints) and the answer's Date header."""
     if settings.skip_oidc_discovery:
         out.append(Finding("discovery", "skipped", "--skip-oidc-discovery: the manual endpoints are used"))
-        return {"jwks_uri": settings.oidc_jwks_url, "authorization_endpoint": settings.login_url}
+        return {"jwks_uri": settings.oidc_jwks_url, "authorization_endpoint": settings.login_url}, ""
     url = settings.oidc_issuer_url.rstrip("/") + "/.well-known/openid-configuration"
     answer = await _get(http, url, "application/json")
     doc = _json_object(answer)
@@ -128,10 +128,10 @@ async def _discovery(
                 "(DNS, egress network policy, --provider-ca-file for a private CA)",
             )
         )
-        return None
+        return None, ""
     out.append(Finding("discovery", "ok", f"{url} answered"))
     out.append(issuer_matches(settings.oidc_issuer_url, doc))
-    return {**doc, "_date": answer.headers.get("Date", "")}
+    return doc, answer.headers.get("Date", "")
 
 
 def _keys(answer: _Answer, algs: list[str], uri: str) -> Finding:
