@@ -264,8 +264,8 @@ class Settings(BaseSettings):
     request_logging: bool = _opt(True, "log one line per request (batched, written off the event loop)")
     workers: int = _opt(
         0,
-        "processes serving --http-address together (SO_REUSEPORT); 0: one per CPU, "
-        "or 1 with --oidc-type embedded",
+        "processes serving --http-address together (SO_REUSEPORT); 0: the container's CPU quota "
+        "rounded up, else one per CPU, or 1 with --oidc-type embedded",
     )
     # -- behind a reverse proxy / NGINX ingress
     reverse_proxy: bool = _opt(

@@ -389,10 +389,14 @@ def run(settings: Settings, announce: Callable[[str], None] = print) -> int:
     host, port = split_address(settings.http_address)
     if settings.oidc_type == "embedded":
         print(warning_text(remote=settings.dev_idp_allow_remote), file=sys.stderr, flush=True)
-    count = settings.workers or (1 if settings.oidc_type == "embedded" else workers.default_workers())
+    count, why = settings.workers or (1 if settings.oidc_type == "embedded" else 0), ""
+    if not count:
+        count, why = workers.default_workers()
 
     def listening(_: object) -> None:
         plural = f" ({count} workers)" if count > 1 else ""
+        if why:  # the default: say where the number came from, so a container limit can be checked
+            plural = f" ({count} worker{'s' if count > 1 else ''}: {why})"
         announce(f"oidcproxy listening on {settings.http_address}{plural}")
         if settings.dev:
             announce(f"Open {base_url(settings)}/ and sign in with any email and password.")

@@ -16,9 +16,11 @@ import contextlib
 import ctypes
 import logging
 import logging.handlers
+import math
 import multiprocessing
 import multiprocessing.connection
 import os
+import pathlib
 import queue
 import signal
 import socket
@@ -30,6 +32,7 @@ from typing import Any
 
 __all__ = [
     "WorkerPolicy",
+    "cgroup_cpu_quota",
     "default_workers",
     "log_off_the_loop",
     "new_event_loop",
@@ -52,12 +55,50 @@ class WorkerPolicy:
     max_quick_deaths: int = 5  # that many quick deaths in a row: give up rather than crash-loop
 
 
-def default_workers() -> int:
-    """One worker per CPU this process may run on."""
+def default_workers(cgroup_root: str = "/sys/fs/cgroup") -> tuple[int, str]:
+    """How many workers fit this container, and why: the cgroup CPU quota rounded up, else the CPUs
+    this process may run on (sched_getaffinity), else the CPU count; at least 1."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cpus, where = len(os.sched_getaffinity(0)), "CPUs in the affinity mask"
     except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+        cpus, where = os.cpu_count() or 1, "CPUs"
+    quota = cgroup_cpu_quota(cgroup_root)
+    if quota is not None and math.ceil(quota[0]) <= cpus:
+        return max(1, math.ceil(quota[0])), f"cgroup {quota[1]} quota {quota[0]:g} CPUs"
+    return max(1, cpus), f"{cpus} {where}"
+
+
+def cgroup_cpu_quota(root: str) -> tuple[float, str] | None:
+    """The CPU quota under the cgroup mount `root` in CPUs, and the file it came from; None: no limit.
+
+    cgroup v2: `cpu.max` is "<quota> <period>" or "max <period>". v1: `cpu.cfs_quota_us` (-1: none)
+    over `cpu.cfs_period_us`, in the cpu controller's folder (`cpu`, `cpu,cpuacct`) or in root itself.
+    """
+    base = pathlib.Path(root)
+    text = _read(base / "cpu.max")
+    if text is not None:
+        quota, _, period = text.partition(" ")
+        return _ratio(quota, period, "cpu.max")
+    for folder in (base / "cpu", base / "cpu,cpuacct", base / "cpuacct,cpu", base):
+        quota_text, period_text = _read(folder / "cpu.cfs_quota_us"), _read(folder / "cpu.cfs_period_us")
+        if quota_text is not None and period_text is not None:
+            return _ratio(quota_text, period_text, "cpu.cfs_quota_us")
+    return None
+
+
+def _read(path: pathlib.Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+def _ratio(quota: str, period: str, source: str) -> tuple[float, str] | None:
+    try:
+        cpus = int(quota) / int(period)
+    except (ValueError, ZeroDivisionError):  # "max", or an unreadable line: no limit we can use
+        return None
+    return (cpus, source) if cpus > 0 else None
 
 
 def reuseport_socket(host: str, port: int) -> socket.socket:

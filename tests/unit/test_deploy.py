@@ -92,6 +92,7 @@ def test_oidcproxy_arguments_are_accepted_by_the_real_option_parser(
     args = [a.replace("/secrets/client-secret", str(secret_file)) for a in proxy["args"]]
     monkeypatch.setenv("OIDCPROXY_COOKIE_SECRET", "0123456789abcdef0123456789abcdef")
     settings = load_settings(args)
+    assert settings.workers >= 1  # explicit: the node's CPU count says nothing about the pod's limit
     assert settings.reverse_proxy and settings.trusted_proxy_ip != ["127.0.0.0/8", "::1/128"]
     assert settings.redirect_url.startswith("https://")
 

@@ -72,7 +72,7 @@ def test_log_records_are_written_by_a_thread_not_the_caller() -> None:
 
 def test_workers_option_defaults_to_one_per_cpu_and_refuses_negatives() -> None:
     assert make_settings().workers == 0
-    assert default_workers() >= 1
+    assert default_workers()[0] >= 1
     with pytest.raises(ValueError, match="--workers: must be 0"):
         make_settings(workers=-1)
     assert make_settings(request_logging=False).request_logging is False

@@ -1,0 +1,161 @@
+"""`oidcproxy doctor` as an operator runs it (a real subprocess), against both real providers: the npm
+oidc-provider and our embedded one, each with a registered client.
+
+Exit 0 when all is well, 1 on a finding (wrong redirect URI, wrong issuer, provider down, skewed
+clock, sizes over NGINX's buffers), 2 on bad configuration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from oidcproxy.doctor import diagnose
+from oidcproxy.idp import IdPClient, IdPConfig, build_app
+from oidcproxy.model import system_clock
+from tests.factories import COOKIE_SECRET, make_settings
+from tests.support.nodeidp import NodeIdP
+
+ROOT = Path(__file__).resolve().parents[2]
+CALLBACK = "http://127.0.0.1:4180/oauth2/callback"  # registered at both providers
+
+
+@dataclass(frozen=True)
+class Registered:
+    issuer: str
+    client_id: str
+    client_secret: str
+
+    def args(self, **overrides: str) -> list[str]:
+        values = {
+            "upstream": "http://127.0.0.1:9/",
+            "oidc-issuer-url": self.issuer,
+            "client-id": self.client_id,
+            "client-secret": self.client_secret,
+            "cookie-secret": COOKIE_SECRET,
+            "email-domain": "example.com",
+            "redirect-url": CALLBACK,
+            "cookie-secure": "false",
+            **overrides,
+        }
+        return [f"--{k}={v}" for k, v in values.items() if v != "-"]
+
+
+@pytest.fixture(params=["node", "embedded"])
+async def registered(
+    request: pytest.FixtureRequest, aiohttp_server: Any, unused_tcp_port_factory: Callable[[], int]
+) -> Registered:
+    if request.param == "node":
+        node: NodeIdP = request.getfixturevalue("node_idp")  # registers http://127.0.0.1/oauth2/callback
+        return Registered(node.issuer, node.client_id, node.client_secret)
+    port = unused_tcp_port_factory()
+    issuer = f"http://127.0.0.1:{port}"
+    client = IdPClient(client_id="proxy", client_secret="proxy-secret", redirect_uris=(CALLBACK,))
+    app, _ = build_app(IdPConfig(issuer=issuer, clients=(client,)))
+    await aiohttp_server(app, port=port)
+    return Registered(issuer, client.client_id, client.client_secret)
+
+
+async def doctor(*args: str) -> tuple[int, str, str]:
+    """Run `python -m oidcproxy doctor ...` without blocking the loop that serves the provider."""
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("OIDCPROXY_")}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "oidcproxy", "doctor", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**env, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+def problems(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip().startswith("PROBLEM")]
+
+
+async def test_all_well_exits_0(registered: Registered) -> None:
+    code, out, err = await doctor(*registered.args())
+    assert code == 0, out + err
+    assert "0 problem(s)" in out
+    for check in ("discovery", "issuer", "jwks", "clock", "redirect_uri", "cookies", "sizes"):
+        assert f"ok       {check}" in out, out
+    assert "cookie store: nothing to check" in out
+
+
+async def test_a_redirect_uri_the_provider_does_not_know_exits_1_naming_it(registered: Registered) -> None:
+    wrong = "http://127.0.0.1:4180/auth/callback"
+    code, out, err = await doctor(*registered.args(**{"redirect-url": wrong}))
+    assert code == 1, out + err
+    (problem,) = problems(out)
+    assert "redirect_uri" in problem and f"refuses the redirect URI {wrong}" in problem
+    assert f"fix: register {wrong} exactly" in out
+
+
+async def test_a_wrong_issuer_exits_1_naming_the_mismatch(registered: Registered) -> None:
+    code, out, err = await doctor(*registered.args(**{"oidc-issuer-url": registered.issuer + "/"}))
+    assert code == 1, out + err
+    assert any("issuer mismatch" in p for p in problems(out)), out
+    assert f"fix: set --oidc-issuer-url={registered.issuer} (character for character" in out
+
+
+async def test_a_provider_that_is_down_exits_1(unused_tcp_port_factory: Callable[[], int]) -> None:
+    down = Registered(f"http://127.0.0.1:{unused_tcp_port_factory()}", "proxy", "secret")
+    code, out, err = await doctor(*down.args())
+    assert code == 1, out + err
+    (problem,) = problems(out)
+    assert "discovery" in problem and "unreachable" in problem
+    assert "not checked: no discovery document" in out
+
+
+async def test_bad_configuration_exits_2_with_the_usual_lines() -> None:
+    code, out, err = await doctor(*Registered("https://idp.example.com", "", "s").args(**{"client-id": "-"}))
+    assert (code, out) == (2, "")
+    assert err.splitlines() == [
+        "oidcproxy: --client-id: missing; use the client id registered at your provider"
+    ]
+    code, _, err = await doctor(
+        "--sample-groups=many", *Registered("https://idp.example.com", "c", "s").args()
+    )
+    assert code == 2 and err.startswith("oidcproxy: --sample-groups:")
+
+
+async def test_json_output_lists_every_finding(registered: Registered) -> None:
+    code, out, _ = await doctor("--json", *registered.args(**{"redirect-url": "http://127.0.0.1:1/x"}))
+    report = json.loads(out)
+    assert code == 1 and report["ok"] is False and report["problems"] == 1
+    (bad,) = [f for f in report["findings"] if f["status"] == "problem"]
+    assert bad["check"] == "redirect_uri" and bad["fix"].startswith("register http://127.0.0.1:1/x")
+
+
+async def test_a_skewed_clock_is_a_finding(registered: Registered) -> None:
+    settings = make_settings(
+        oidc_issuer_url=registered.issuer,
+        client_id=registered.client_id,
+        client_secret=registered.client_secret,
+        redirect_url=CALLBACK,
+    )
+    report = await diagnose(settings, lambda: system_clock() + 600)
+    (clock,) = [f for f in report.findings if f.check == "clock"]
+    assert clock.status == "problem" and "600 s ahead of the provider's" in clock.summary
+    assert "NTP" in clock.fix
+
+
+async def test_a_large_session_names_the_ingress_settings(registered: Registered) -> None:
+    settings = make_settings(
+        oidc_issuer_url=registered.issuer,
+        client_id=registered.client_id,
+        client_secret=registered.client_secret,
+        redirect_url=CALLBACK,
+    )
+    report = await diagnose(settings, system_clock, sample_groups=600)
+    fixes = [f.fix for f in report.findings if f.status == "problem"]
+    assert any(f.startswith('ingress-nginx ConfigMap key large-client-header-buffers: "4 ') for f in fixes)
+    assert any("nginx.ingress.kubernetes.io/proxy-buffer-size" in f for f in fixes), fixes
