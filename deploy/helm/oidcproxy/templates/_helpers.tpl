@@ -82,6 +82,9 @@ them (values.schema.json leaves them out).
 {{- fail (printf "config.%s is required: set it in your values (see values.yaml)" $name) }}
 {{- end }}
 {{- end }}
+{{- if and (not .Values.config.email_domain) (not .Values.config.authenticated_emails_file) }}
+{{- fail "config.email_domain (or config.authenticated_emails_file) is required: the allowed domains, or [\"*\"] for any verified email" }}
+{{- end }}
 {{- if and (not .Values.secret.existingSecret) (not .Values.secret.cookieSecret) }}
 {{- fail "secret.cookieSecret is required (32 random bytes, URL-safe base64), or name a Secret in secret.existingSecret" }}
 {{- end }}
