@@ -90,7 +90,9 @@ def _labels() -> dict[str, str]:
         elif op == "LABEL":
             for item in shlex.split(arg):
                 key, value = item.split("=", 1)
-                labels[key] = value.replace("${VERSION}", args["VERSION"]).replace("${SOURCE}", args["SOURCE"])
+                labels[key] = value.replace("${VERSION}", args["VERSION"]).replace(
+                    "${SOURCE}", args["SOURCE"]
+                )
     return labels
 
 
@@ -190,7 +192,17 @@ def test_entrypoint_serves(unused_tcp_port: int) -> None:
 def _read_only_root(command: list[str]) -> list[str]:
     """`command` in a private mount namespace whose whole tree is remounted read-only, as Kubernetes'
     readOnlyRootFilesystem leaves a container: no HOME, no TMPDIR, no __pycache__ can be written."""
-    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", 'mount -o remount,bind,ro / && exec "$@"', "sh", *command]
+    return [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        'mount -o remount,bind,ro / && exec "$@"',
+        "sh",
+        *command,
+    ]
 
 
 def _can_make_read_only_root() -> str:
@@ -202,7 +214,11 @@ def _can_make_read_only_root() -> str:
         text=True,
         check=False,
     )
-    return "" if probe.returncode == 0 else f"cannot remount / read-only here (needs root): {probe.stderr.strip()}"
+    return (
+        ""
+        if probe.returncode == 0
+        else f"cannot remount / read-only here (needs root): {probe.stderr.strip()}"
+    )
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])

@@ -90,7 +90,9 @@ def render(
                 path.write_text(yaml.safe_dump(given))
                 given = path
             files += ["-f", str(given)]
-        return helm("template", "rel", str(CHART), "--namespace", "auth", "--kube-version", K8S_VERSION, *files)
+        return helm(
+            "template", "rel", str(CHART), "--namespace", "auth", "--kube-version", K8S_VERSION, *files
+        )
 
     run.template = template  # type: ignore[attr-defined]
     return run
@@ -126,13 +128,13 @@ def _environment(docs: list[dict[str, Any]], secret_data: dict[str, str] | None 
     return env
 
 
-def _settings(
-    docs: list[dict[str, Any]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, secret: str = "s3cret"
-) -> Settings:
+def _settings(docs: list[dict[str, Any]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     """What the real oidcproxy makes of the container's flags and environment."""
     secret_file = tmp_path / "client-secret"
-    secret_file.write_text(secret)
-    args = [a.replace("/etc/oidcproxy/secrets/client-secret", str(secret_file)) for a in _container(docs)["args"]]
+    secret_file.write_text("s3cret")
+    args = [
+        a.replace("/etc/oidcproxy/secrets/client-secret", str(secret_file)) for a in _container(docs)["args"]
+    ]
     for name in [n for n in os.environ if n.startswith("OIDCPROXY_")]:
         monkeypatch.delenv(name)
     for name, value in _environment(docs, {"cookie-secret": COOKIE_SECRET}).items():
@@ -251,7 +253,10 @@ def test_metrics_service_monitor_hpa_and_redis_when_switched_on(
     assert env["OIDCPROXY_REDIS_CONNECTION_URL"] == "redis://redis-master.redis.svc:6379/0"
     assert env["OIDCPROXY_REDIS_PASSWORD"] == "r3dis"
     (service,) = _kind(docs, "Service")
-    assert {p["name"]: p["targetPort"] for p in service["spec"]["ports"]} == {"http": "http", "metrics": "metrics"}
+    assert {p["name"]: p["targetPort"] for p in service["spec"]["ports"]} == {
+        "http": "http",
+        "metrics": "metrics",
+    }
     (monitor,) = _kind(docs, "ServiceMonitor")
     assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
@@ -277,7 +282,10 @@ def test_metrics_service_monitor_hpa_and_redis_when_switched_on(
     ("values", "message"),
     [
         ({"config": {"client_id": ""}}, "config.client_id is required"),
-        ({"config": {"email_domain": []}}, "config.email_domain (or config.authenticated_emails_file) is required"),
+        (
+            {"config": {"email_domain": []}},
+            "config.email_domain (or config.authenticated_emails_file) is required",
+        ),
         ({"config": {"emial_domain": ["example.com"]}}, "emial_domain"),
         ({"config": {"cookie_secret": "in-the-clear"}}, "cookie_secret"),
         ({"config": {"cookie_samesite": "sometimes"}}, "cookie_samesite"),
@@ -285,7 +293,10 @@ def test_metrics_service_monitor_hpa_and_redis_when_switched_on(
         ({"mode": "sidecar"}, "app.image is required in sidecar mode"),
         ({"metrics": {"serviceMonitor": {"enabled": True}}}, "needs metrics.enabled=true"),
         ({"redis": {"enabled": True}}, "redis.connectionUrl is required"),
-        ({"mode": "sidecar", "app": {"image": "x"}, "config": {"upstream": ["http://a/"]}}, "config.upstream"),
+        (
+            {"mode": "sidecar", "app": {"image": "x"}, "config": {"upstream": ["http://a/"]}},
+            "config.upstream",
+        ),
     ],
 )
 def test_bad_values_are_refused_naming_the_value(
@@ -297,7 +308,9 @@ def test_bad_values_are_refused_naming_the_value(
 
 
 def test_values_schema_is_generated_from_the_settings_model() -> None:
-    assert (CHART / "values.schema.json").read_text() == helm_schema.render(), "run: python scripts/helm_schema.py"
+    assert (CHART / "values.schema.json").read_text() == helm_schema.render(), (
+        "run: python scripts/helm_schema.py"
+    )
     options = json.loads(helm_schema.render())["properties"]["config"]["properties"]
     assert set(options) | set(helm_schema.CHART_SET) == set(Settings.model_fields)
     assert not set(options) & set(helm_schema.CHART_SET)
@@ -307,7 +320,9 @@ def _sample(schema: dict[str, Any]) -> Any:
     if "enum" in schema:
         return schema["enum"][-1]
     kind = schema["type"]
-    return {"boolean": True, "array": ["x"], "integer": 7, "string": "x"}.get(kind if isinstance(kind, str) else "", "5s")
+    return {"boolean": True, "array": ["x"], "integer": 7, "string": "x"}.get(
+        kind if isinstance(kind, str) else "", "5s"
+    )
 
 
 def test_every_option_is_reachable_through_config(render: Callable[..., list[dict[str, Any]]]) -> None:
@@ -322,6 +337,12 @@ def test_every_option_is_reachable_through_config(render: Callable[..., list[dic
     given = vars(parsed)
     assert set(given) == set(Settings.model_fields) - {"dev", "client_secret", "cookie_secret"}
     for name, value in every.items():
-        expected = value if isinstance(value, list) else str(value).lower() if isinstance(value, bool) else str(value)
+        expected = (
+            value
+            if isinstance(value, list)
+            else str(value).lower()
+            if isinstance(value, bool)
+            else str(value)
+        )
         assert given[name] == expected, name
     assert "OIDCPROXY_COOKIE_SECRET" in _environment(docs)

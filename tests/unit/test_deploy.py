@@ -37,7 +37,9 @@ def _resources(directory: Path) -> list[dict[str, Any]]:
         gone = yaml.safe_load(patch["patch"])
         assert gone.pop("$patch") == "delete"
         before = len(docs)
-        docs = [d for d in docs if (d["kind"], d["metadata"]["name"]) != (gone["kind"], gone["metadata"]["name"])]
+        docs = [
+            d for d in docs if (d["kind"], d["metadata"]["name"]) != (gone["kind"], gone["metadata"]["name"])
+        ]
         assert len(docs) == before - 1, f"the patch deletes nothing: {gone}"
     return docs
 
