@@ -23,7 +23,8 @@ LABEL org.opencontainers.image.title="oidcproxy" \
 RUN useradd --system --uid 10001 --no-create-home --home-dir /nonexistent oidcproxy
 COPY --from=builder /opt/venv /opt/venv
 COPY LICENSE /usr/share/doc/oidcproxy/LICENSE
-# Nothing is written at run time: byte code was compiled at install, so a read-only root works.
+# Byte code was compiled at install: a read-only root works. With --workers above 1 oidcproxy needs a
+# writable /tmp for its workers' socket (Kubernetes: an emptyDir; docker run --read-only --tmpfs /tmp).
 ENV PATH=/opt/venv/bin:$PATH
 ENV PYTHONDONTWRITEBYTECODE=1
 ENV PYTHONUNBUFFERED=1

@@ -189,9 +189,11 @@ def test_entrypoint_serves(unused_tcp_port: int) -> None:
         pytest.fail(f"entrypoint exited {process.returncode}")
 
 
-def _read_only_root(command: list[str]) -> list[str]:
+def _read_only_root(command: list[str], tmp: bool = False) -> list[str]:
     """`command` in a private mount namespace whose whole tree is remounted read-only, as Kubernetes'
-    readOnlyRootFilesystem leaves a container: no HOME, no TMPDIR, no __pycache__ can be written."""
+    readOnlyRootFilesystem leaves a container: no HOME, no TMPDIR, no __pycache__ can be written. With
+    `tmp`, a fresh tmpfs on /tmp, as the chart's and deploy/'s emptyDir gives it."""
+    mounts = "mount -o remount,bind,ro /" + (" && mount -t tmpfs -o size=1m tmpfs /tmp" if tmp else "")
     return [
         "unshare",
         "--mount",
@@ -199,7 +201,7 @@ def _read_only_root(command: list[str]) -> list[str]:
         "private",
         "sh",
         "-c",
-        'mount -o remount,bind,ro / && exec "$@"',
+        f'{mounts} && exec "$@"',
         "sh",
         *command,
     ]
@@ -221,8 +223,15 @@ def _can_make_read_only_root() -> str:
     )
 
 
-@pytest.mark.parametrize("workers", ["1", "2"])
-def test_entrypoint_serves_on_a_read_only_root(unused_tcp_port: int, workers: str) -> None:
+@pytest.mark.parametrize(
+    ("workers", "tmp"),
+    [
+        ("1", False),  # one process writes nothing at all
+        # workers share state through a unix socket under $TMPDIR: the chart and deploy/ mount /tmp
+        ("2", True),
+    ],
+)
+def test_entrypoint_serves_on_a_read_only_root(unused_tcp_port: int, workers: str, tmp: bool) -> None:
     reason = _can_make_read_only_root()
     if reason:
         pytest.skip(reason)
@@ -235,7 +244,7 @@ def test_entrypoint_serves_on_a_read_only_root(unused_tcp_port: int, workers: st
     )
     env.pop("TMPDIR", None)
     process = subprocess.Popen(
-        _read_only_root([entry]), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        _read_only_root([entry], tmp=tmp), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     try:
         assert process.stdout is not None

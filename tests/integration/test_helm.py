@@ -182,6 +182,10 @@ def test_pods_are_probed_restricted_bounded_and_run_explicit_workers(
     assert proxy["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "http"}
     workers = [a for a in proxy["args"] if a.startswith("--workers=")]
     assert len(workers) == 1 and int(workers[0].split("=")[1]) >= 2
+    # the workers' shared-state socket needs the one writable place of the read-only root
+    (tmp,) = [m for m in proxy["volumeMounts"] if m["mountPath"] == "/tmp"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == tmp["name"]]
+    assert "emptyDir" in volume
 
 
 def test_sidecar_mode_proxies_to_the_app_on_loopback_and_only_oidcproxy_is_reachable(
@@ -210,7 +214,7 @@ def test_standalone_auth_request_with_an_existing_secret(
     assert not _kind(docs, "Secret"), "an existing Secret is used, not created"
     pod = _deployment(docs)["spec"]["template"]
     refs = {e["valueFrom"]["secretKeyRef"]["name"] for e in _container(docs)["env"] if "valueFrom" in e}
-    refs |= {v["secret"]["secretName"] for v in pod["spec"]["volumes"]}
+    refs |= {v["secret"]["secretName"] for v in pod["spec"]["volumes"] if "secret" in v}
     assert refs == {"oidcproxy-credentials"}
     assert pod["metadata"]["annotations"] == {"oidcproxy/rollout-token": "2025-01-01"}
     settings = _settings(docs, tmp_path, monkeypatch)

@@ -95,6 +95,9 @@ def test_deployment_is_replicated_probed_restricted_and_bounded(pattern: str) ->
         assert sc["capabilities"]["drop"] == ["ALL"]
         assert container["resources"]["limits"] and container["resources"]["requests"]
     proxy = _container(docs, "oidcproxy")
+    assert "--workers=2" in proxy["args"]
+    (tmp,) = [m for m in proxy["volumeMounts"] if m["mountPath"] == "/tmp"]  # the workers' socket
+    assert "emptyDir" in next(v for v in pod["volumes"] if v["name"] == tmp["name"])
     assert proxy["livenessProbe"]["httpGet"]["path"] == "/ping"
     assert proxy["readinessProbe"]["httpGet"]["path"] == "/ready"
     secret_names = {s["metadata"]["name"] for s in _by_kind(docs, "Secret")}
