@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests and the benchmark need on a machine of this kind: Debian packages (Node.js,
 # nginx, Chromium and its driver, wrk, Apache + mod_auth_openidc), the project with its test and bench
-# extras, and the npm packages under tests/. Idempotent: installs only what is missing.
+# extras, the npm packages under tests/, and helm (built from its Go module) for the chart's tests.
+# Idempotent: installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,3 +43,11 @@ PY
 npm_ci tests/oidc-provider  # the third-party OpenID provider of the integration tests
 npm_ci tests/browser        # axe-core for the browser tests
 
+# The Helm chart's tests (tests/integration/test_helm.py) run the real helm, built from its Go module
+# into the git-ignored .cache/peers/bin (a few minutes on 2 cores, once). Without Go they report
+# "not run" with the reason.
+HELM_VERSION=v3.22.0
+if command -v go >/dev/null 2>&1 && ! .cache/peers/bin/helm version 2>/dev/null | grep -q "Version:\"${HELM_VERSION%.*}"; then
+  mkdir -p .cache/peers/bin
+  GOBIN="$PWD/.cache/peers/bin" GOFLAGS=-buildvcs=false nice -n 19 go install "helm.sh/helm/v3/cmd/helm@${HELM_VERSION}"
+fi

@@ -1,10 +1,12 @@
 """deploy/: every manifest parses and validates against the Kubernetes API schema (kubernetes-validate,
-schemas shipped in the package, offline), and the things people rely on are really there."""
+schemas shipped in the package, offline), and the things people rely on are really there. The Helm chart
+under deploy/helm has its own test (tests/integration/test_helm.py, with the real helm program)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -15,10 +17,13 @@ from oidcproxy.config import load_settings
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 K8S_VERSION = "1.31.0"
 PATTERNS = ["sidecar", "auth-request"]
+KUSTOMIZATIONS = ["base", *PATTERNS, "gateway-api", "ingress-nginx"]
+GATEWAY_API = "gateway.networking.k8s.io/v1"  # CRDs: kubernetes-validate has no schema for them
 
 
 def _resources(directory: Path) -> list[dict[str, Any]]:
-    """The documents a kustomization names, following directory references like ../base."""
+    """The documents a kustomization names, following directory references like ../base, less those
+    its `$patch: delete` patches remove (the only kind of patch used here)."""
     kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
     assert kustomization["kind"] == "Kustomization"
     docs: list[dict[str, Any]] = []
@@ -28,6 +33,14 @@ def _resources(directory: Path) -> list[dict[str, Any]]:
             docs += _resources(target)
         else:
             docs += [d for d in yaml.safe_load_all(target.read_text()) if d]
+    for patch in kustomization.get("patches", []):
+        gone = yaml.safe_load(patch["patch"])
+        assert gone.pop("$patch") == "delete"
+        before = len(docs)
+        docs = [
+            d for d in docs if (d["kind"], d["metadata"]["name"]) != (gone["kind"], gone["metadata"]["name"])
+        ]
+        assert len(docs) == before - 1, f"the patch deletes nothing: {gone}"
     return docs
 
 
@@ -35,23 +48,31 @@ def _by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [d for d in docs if d["kind"] == kind]
 
 
+def _containers(deployment: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(deployment["spec"]["template"]["spec"]["containers"])
+
+
 def _container(docs: list[dict[str, Any]], name: str) -> dict[str, Any]:
     (deployment,) = _by_kind(docs, "Deployment")
-    (found,) = [c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == name]
+    (found,) = [c for c in _containers(deployment) if c["name"] == name]
     return dict(found)
 
 
 def test_every_yaml_file_is_used_by_a_kustomization() -> None:
-    used = {p.resolve() for d in [DEPLOY / "base", *(DEPLOY / p for p in PATTERNS)] for p in d.glob("*.yaml")}
-    assert used == {p.resolve() for p in DEPLOY.rglob("*.yaml")}
+    used = {p.resolve() for d in KUSTOMIZATIONS for p in (DEPLOY / d).glob("*.yaml")}
+    chart = DEPLOY / "helm"
+    assert used == {p.resolve() for p in DEPLOY.rglob("*.yaml") if chart not in p.parents}
 
 
-@pytest.mark.parametrize("pattern", PATTERNS)
+@pytest.mark.parametrize("pattern", [*PATTERNS, "gateway-api", "ingress-nginx"])
 def test_manifests_validate_against_the_kubernetes_schema(pattern: str) -> None:
     docs = _resources(DEPLOY / pattern)
-    assert {d["kind"] for d in docs} >= {"Deployment", "Service", "Ingress", "Secret"}
     for doc in docs:
-        validate(doc, K8S_VERSION, strict=True)  # raises ValidationError naming the field
+        if doc["apiVersion"] != GATEWAY_API:  # checked field by field below
+            validate(doc, K8S_VERSION, strict=True)  # raises ValidationError naming the field
+    kinds = {d["kind"] for d in docs}
+    if pattern in PATTERNS:
+        assert kinds >= {"Deployment", "Service", "Ingress", "Secret", "NetworkPolicy", "PodDisruptionBudget"}
 
 
 def test_validator_catches_a_broken_manifest() -> None:
@@ -74,6 +95,9 @@ def test_deployment_is_replicated_probed_restricted_and_bounded(pattern: str) ->
         assert sc["capabilities"]["drop"] == ["ALL"]
         assert container["resources"]["limits"] and container["resources"]["requests"]
     proxy = _container(docs, "oidcproxy")
+    assert "--workers=1" in proxy["args"]  # matches limits.cpu "1"
+    (tmp,) = [m for m in proxy["volumeMounts"] if m["mountPath"] == "/tmp"]  # the workers' socket
+    assert "emptyDir" in next(v for v in pod["volumes"] if v["name"] == tmp["name"])
     assert proxy["livenessProbe"]["httpGet"]["path"] == "/ping"
     assert proxy["readinessProbe"]["httpGet"]["path"] == "/ready"
     secret_names = {s["metadata"]["name"] for s in _by_kind(docs, "Secret")}
@@ -97,14 +121,83 @@ def test_oidcproxy_arguments_are_accepted_by_the_real_option_parser(
     assert settings.redirect_url.startswith("https://")
 
 
-def test_sidecar_ingress_carries_the_documented_snippets() -> None:
-    (ingress,) = _by_kind(_resources(DEPLOY / "sidecar"), "Ingress")
-    notes = ingress["metadata"]["annotations"]
-    assert (
-        "proxy_set_header X-Forwarded-Proto $scheme;"
-        in notes["nginx.ingress.kubernetes.io/configuration-snippet"]
-    )
-    assert "large_client_header_buffers 4 64k;" in notes["nginx.ingress.kubernetes.io/server-snippet"]
+def test_no_manifest_needs_snippet_annotations() -> None:
+    """Default ingress-nginx installs (1.9+) ignore *-snippet annotations: the recipes must not need them."""
+    for pattern in PATTERNS:
+        for ingress in _by_kind(_resources(DEPLOY / pattern), "Ingress"):
+            notes = ingress["metadata"].get("annotations", {})
+            assert not [k for k in notes if k.endswith("-snippet")], ingress["metadata"]["name"]
+            assert notes["nginx.ingress.kubernetes.io/proxy-buffer-size"] == "128k"  # several Set-Cookie
+
+
+def test_large_headers_come_from_the_controller_configmap() -> None:
+    (config,) = _resources(DEPLOY / "ingress-nginx")
+    assert config["kind"] == "ConfigMap" and config["metadata"]["namespace"] == "ingress-nginx"
+    assert config["data"]["large-client-header-buffers"] == "4 64k"
+
+
+def _admitted_ports(policy: dict[str, Any]) -> set[str | int]:
+    return {p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]}
+
+
+def test_sidecar_network_policy_admits_oidcproxy_and_not_the_dashboard_port() -> None:
+    docs = _resources(DEPLOY / "sidecar")
+    (deployment,) = _by_kind(docs, "Deployment")
+    (policy,) = _by_kind(docs, "NetworkPolicy")
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    assert _admitted_ports(policy) == {"http"}
+    ports = {c["name"]: {p["name"]: p["containerPort"] for p in c["ports"]} for c in _containers(deployment)}
+    assert ports["oidcproxy"]["http"] == 4180
+    assert "http" not in ports["headlamp"] and 4466 not in _admitted_ports(policy)
+    (service,) = _by_kind(docs, "Service")
+    assert [p["targetPort"] for p in service["spec"]["ports"]] == ["http"]
+
+
+def test_auth_request_app_is_reachable_from_the_ingress_controller_only() -> None:
+    docs = _resources(DEPLOY / "auth-request")
+    policies = {p["metadata"]["name"]: p for p in _by_kind(docs, "NetworkPolicy")}
+    assert _admitted_ports(policies["oidcproxy"]) == {"http"}
+    (rule,) = policies["grafana"]["spec"]["ingress"]
+    (peer,) = rule["from"]
+    assert peer == {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}
+    (app,) = [i for i in _by_kind(docs, "Ingress") if i["metadata"]["name"] == "grafana"]
+    backend = app["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    assert [p["port"] for p in rule["ports"]] == [backend["port"]["number"]]
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_disruption_budget_keeps_a_replica_up(pattern: str) -> None:
+    docs = _resources(DEPLOY / pattern)
+    (deployment,) = _by_kind(docs, "Deployment")
+    (budget,) = _by_kind(docs, "PodDisruptionBudget")
+    assert budget["spec"]["selector"] == deployment["spec"]["selector"]
+    assert budget["spec"]["maxUnavailable"] < deployment["spec"]["replicas"]
+
+
+def test_gateway_api_route_sends_everything_to_oidcproxy() -> None:
+    docs = _resources(DEPLOY / "gateway-api")
+    assert not _by_kind(docs, "Ingress"), "the HTTPRoute replaces the sidecar's Ingress"
+    (gateway,) = _by_kind(docs, "Gateway")
+    (route,) = _by_kind(docs, "HTTPRoute")
+    assert gateway["apiVersion"] == route["apiVersion"] == GATEWAY_API
+    listeners = {x["name"]: x for x in gateway["spec"]["listeners"]}
+    (parent,) = route["spec"]["parentRefs"]
+    assert parent["name"] == gateway["metadata"]["name"]
+    listener = listeners[parent["sectionName"]]
+    assert listener["protocol"] == "HTTPS" and listener["tls"]["mode"] == "Terminate"
+    assert listener["tls"]["certificateRefs"][0]["kind"] == "Secret"
+    proxy = _container(docs, "oidcproxy")
+    redirect = next(a.split("=", 1)[1] for a in proxy["args"] if a.startswith("--redirect-url="))
+    assert route["spec"]["hostnames"] == [listener["hostname"]] == [urlsplit(redirect).hostname]
+    (rule,) = route["spec"]["rules"]
+    assert rule["matches"] == [{"path": {"type": "PathPrefix", "value": "/"}}]
+    (backend,) = rule["backendRefs"]
+    (service,) = _by_kind(docs, "Service")
+    (port,) = service["spec"]["ports"]
+    assert (backend["name"], backend["port"]) == (service["metadata"]["name"], port["port"])
+    assert port["targetPort"] == "http" and "http" in {p["name"] for p in proxy["ports"]}
 
 
 def test_auth_request_ingress_asks_oidcproxy_and_passes_identity_and_cookies() -> None:
