@@ -21,9 +21,11 @@ import itertools
 import json
 import logging
 import os
+import secrets
 import signal
 import socket
 import struct
+import sys
 import tempfile
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -216,7 +218,9 @@ class SocketState:
     async def _connection(self) -> asyncio.StreamWriter:
         async with self._connecting:
             if self._writer is None or self._writer.is_closing():
-                reader, self._writer = await asyncio.open_unix_connection(self._path, limit=_MAX_FRAME)
+                reader, self._writer = await asyncio.open_unix_connection(
+                    sock=await _connect_unix(self._path), limit=_MAX_FRAME
+                )
                 self._reader_task = asyncio.create_task(self._read(reader), name="shared-state-reader")
             return self._writer
 
@@ -244,7 +248,22 @@ class SocketState:
 
 
 def keeper_socket() -> tuple[socket.socket, str]:
-    """A listening unix socket in a new private (0700) directory, and its path."""
+    """A listening unix socket and its address.
+
+    On Linux an abstract socket (no file, so a read-only root filesystem is fine); only processes of
+    our own user may talk to it (the keeper checks SO_PEERCRED). Elsewhere a socket in a new private
+    (0700) directory.
+    """
+    if sys.platform.startswith("linux"):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            address = f"\0oidcproxy-state-{os.getpid()}-{secrets.token_hex(8)}"
+            sock.bind(address)
+            sock.listen(256)
+        except OSError:
+            sock.close()
+            raise
+        return sock, address
     directory = tempfile.mkdtemp(prefix="oidcproxy-")
     path = os.path.join(directory, "state.sock")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -260,6 +279,8 @@ def keeper_socket() -> tuple[socket.socket, str]:
 
 def remove_keeper_socket(sock: socket.socket, path: str) -> None:
     sock.close()
+    if path.startswith("\0"):
+        return  # abstract: nothing on disk
     with contextlib.suppress(OSError):
         os.unlink(path)
     with contextlib.suppress(OSError):
@@ -290,6 +311,27 @@ async def start_keeper(sock: socket.socket, state: LocalState) -> asyncio.Server
     return await asyncio.start_unix_server(_Connection.handler(state), sock=sock, limit=_MAX_FRAME)
 
 
+async def _connect_unix(address: str) -> socket.socket:
+    """A connected unix socket; connected by hand since uvloop refuses abstract addresses given as str."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    try:
+        await asyncio.get_running_loop().sock_connect(sock, address)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _same_user(sock: Any) -> bool:
+    """Whether the peer of a unix socket runs as our user (always true where SO_PEERCRED is missing)."""
+    option = getattr(socket, "SO_PEERCRED", None)
+    if sock is None or option is None:
+        return True
+    _pid, uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, option, struct.calcsize("3i")))
+    return bool(uid == os.getuid())
+
+
 class _Connection:
     """One worker's connection to the keeper: each request runs as its own task (a get may wait)."""
 
@@ -300,6 +342,9 @@ class _Connection:
     @classmethod
     def handler(cls, state: LocalState) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Any]:
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            if not _same_user(writer.get_extra_info("socket")):
+                writer.close()  # an abstract socket has no file mode: refuse other users here
+                return
             await cls(state, writer).serve(reader)
 
         return handle

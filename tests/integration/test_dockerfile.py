@@ -227,8 +227,8 @@ def _can_make_read_only_root() -> str:
     ("workers", "tmp"),
     [
         ("1", False),  # one process writes nothing at all
-        # workers share state through a unix socket under $TMPDIR: the chart and deploy/ mount /tmp
-        ("2", True),
+        # workers share state through an abstract unix socket: nothing on disk, no /tmp needed
+        ("2", False),
     ],
 )
 def test_entrypoint_serves_on_a_read_only_root(unused_tcp_port: int, workers: str, tmp: bool) -> None:

@@ -116,3 +116,43 @@ async def test_a_restarted_keeper_is_reached_again_and_a_missing_one_fails_close
         keeper.join()
         await client.close()
         remove_keeper_socket(sock, path)
+
+
+async def test_keeper_socket_is_abstract_and_refuses_other_users(clock: FakeClock) -> None:
+    """Nothing on disk (a read-only root works), and since an abstract socket has no file mode, the
+    keeper itself refuses a peer of another user: here a real client process run as `nobody`."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    if os.getuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv (util-linux) to run a client as another user")
+    sock, path = keeper_socket()
+    assert path.startswith("\0")
+    kept = LocalState(clock)
+    server = await start_keeper(sock, kept)
+    await kept.set("secret", "sealed-value", 60)
+    probe = (
+        "import socket,struct,json,sys\n"
+        "s=socket.socket(socket.AF_UNIX); s.connect('\\0'+sys.argv[1])\n"
+        "body=json.dumps([1,'get','secret','',0,0]).encode()\n"
+        "try:\n"
+        "    s.sendall(struct.pack('>I',len(body))+body); print(repr(s.recv(100)))\n"
+        "except OSError:\n"
+        "    print('closed')\n"
+    )
+    try:
+        mine = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", probe, path[1:], stdout=subprocess.PIPE
+        )
+        theirs = await asyncio.create_subprocess_exec(
+            "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+            sys.executable, "-c", probe, path[1:], stdout=subprocess.PIPE,
+        )  # fmt: skip
+        assert b"sealed-value" in (await mine.communicate())[0]  # the probe speaks the real protocol
+        assert (await theirs.communicate())[0].strip() in (b"b''", b"closed")  # no answer
+    finally:
+        server.close()
+        await kept.close()
+        remove_keeper_socket(sock, path)
