@@ -66,7 +66,7 @@ from oidcproxy.sharedstate import (
     remove_keeper_socket,
     serve_keeper,
 )
-from oidcproxy.upstream import HeaderPolicy, Route, Router, UpstreamProxy, WebSocketTimeouts
+from oidcproxy.upstream import Bearer, HeaderPolicy, Route, Router, UpstreamProxy, WebSocketTimeouts
 
 __all__ = ["MAX_FIELD_SIZE", "base_url", "build_app", "run"]
 
@@ -363,7 +363,11 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
             cookie_name=settings.cookie_name,
             pass_user_headers=settings.pass_user_headers,
             pass_access_token=settings.pass_access_token,
-            pass_authorization_header=settings.pass_authorization_header or settings.oidc_use_access_token,
+            bearer=Bearer.choose(
+                pass_authorization_header=settings.pass_authorization_header,
+                set_authorization_header=settings.set_authorization_header,
+                use_access_token=settings.oidc_use_access_token,
+            ),
             pass_host_header=settings.pass_host_header,
         ),
         response_timeout_s=settings.upstream_timeout,

@@ -8,7 +8,7 @@ from multidict import CIMultiDict
 from oidcproxy.authz import Policy
 from oidcproxy.login import safe_return_to
 from oidcproxy.model import Identity, Tokens
-from oidcproxy.upstream import HeaderPolicy, Route, Router, strip_cookies, upstream_headers
+from oidcproxy.upstream import Bearer, HeaderPolicy, Route, Router, strip_cookies, upstream_headers
 
 
 @pytest.mark.parametrize(
@@ -79,7 +79,7 @@ def test_header_policy_drops_hop_by_hop_forged_and_own_cookies() -> None:
     ident = Identity("s", "alice@example.com", True, "alice", "al", ("a", "b"))
     out = upstream_headers(
         incoming,
-        policy=HeaderPolicy(pass_authorization_header=True),
+        policy=HeaderPolicy(bearer=Bearer(upstream=True)),
         identity=ident,
         tokens=Tokens("idtok", "acc"),
         peer="10.0.0.9",
