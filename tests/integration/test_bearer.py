@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 import jwt
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from oidcproxy.model import FakeClock, system_clock
 from tests.integration.test_tokens import KUBECTL, code_flow_id_token, make_proxy, node, provider_key
@@ -156,7 +157,13 @@ def hostile_tokens(idp: Any, genuine: str) -> dict[str, str]:
         "sub empty": wrong(sub=""),
         "no signature": f"{head}.{body}.",
         "wrong alg": f"{_segment({'alg': 'ES256', 'kid': kid})}.{body}.{sig}",
-        "jku to elsewhere": signed(json.dumps(claims).encode(), jku="http://127.0.0.1:9/jwks"),
+        # Signed by the attacker's key, which `jku` claims to publish: keys come only from our JWKS.
+        "jku to an attacker's key": jwt.api_jws.encode(
+            json.dumps(claims).encode(),
+            rsa.generate_private_key(public_exponent=65537, key_size=2048),
+            algorithm="RS256",
+            headers={"kid": kid, "jku": "http://127.0.0.1:9/jwks"},
+        ),
     }
 
 
