@@ -205,6 +205,10 @@ class _HeaderLimitServer(web.Server):
                 html = "text/html" in request.headers.get("Accept", "")
                 why = f"{size} bytes of headers in all"
                 return _too_large(request.remote or "", why, self.pages if html else None)
+            expect = request.headers.get("Expect")
+            if expect is not None and expect.lower() != "100-continue":
+                # aiohttp's own 417 quotes the value, and a non-ASCII one made it a 500 (fuzzing found it).
+                return web.Response(status=417, text="Only Expect: 100-continue is understood.")
             return await inner(request)
 
         self.request_handler = checked
