@@ -1,8 +1,10 @@
 """Reverse-proxy core: a pure header policy, streaming HTTP both ways, and the WebSocket pump.
 
 Nothing from the client is trusted: hop-by-hop headers and anything named in `Connection` are
-dropped, client-sent copies of our identity and forwarding headers are replaced, and the proxy's own
-cookies never reach the upstream. Bodies stream without buffering. Uses aiohttp.web because it moves
+dropped, client-sent copies of the headers we own (`owned_header`: identity, forwarding, every
+X-Auth-Request-*, Authorization when we send one) are removed in any spelling (case, `_` for `-`)
+before ours are added, and the proxy's own cookies never reach the upstream. Only origin-form targets
+are joined to a route (`upstream_url`), so no request names another host. Bodies stream without buffering. Uses aiohttp.web because it moves
 bytes between two sockets; decides nothing about who may pass.
 """
 
