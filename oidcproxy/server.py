@@ -367,11 +367,7 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
             cookie_name=settings.cookie_name,
             pass_user_headers=settings.pass_user_headers,
             pass_access_token=settings.pass_access_token,
-            bearer=Bearer.choose(
-                pass_authorization_header=settings.pass_authorization_header,
-                set_authorization_header=settings.set_authorization_header,
-                use_access_token=settings.oidc_use_access_token,
-            ),
+            bearer=Bearer.choose(settings),
             pass_host_header=settings.pass_host_header,
         ),
         response_timeout_s=settings.upstream_timeout,

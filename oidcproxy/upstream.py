@@ -4,8 +4,9 @@ Nothing from the client is trusted: hop-by-hop headers and anything named in `Co
 dropped, client-sent copies of the headers we own (`owned_header`: identity, forwarding, every
 X-Auth-Request-*, Authorization when we send one) are removed in any spelling (case, `_` for `-`)
 before ours are added, and the proxy's own cookies never reach the upstream. Only origin-form targets
-are joined to a route (`upstream_url`), so no request names another host. Bodies stream without buffering. Uses aiohttp.web because it moves
-bytes between two sockets; decides nothing about who may pass.
+are joined to a route (`upstream_url`), so no request names another host. Bodies stream without
+buffering. Uses aiohttp.web because it moves bytes between two sockets; decides nothing about who may
+pass.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from aiohttp import WSMsgType, web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from oidcproxy.config import Settings
 from oidcproxy.errors import BadRequest, NotFound, ResponseCut, UpstreamTimeout, UpstreamUnavailable
 from oidcproxy.model import Clock, Identity, Tokens, system_clock
 from oidcproxy.upstream_client import UpstreamBroken, UpstreamClient
@@ -141,14 +143,13 @@ class Bearer:
     access_token: bool = False
 
     @classmethod
-    def choose(
-        cls, *, pass_authorization_header: bool, set_authorization_header: bool, use_access_token: bool
-    ) -> Bearer:
+    def choose(cls, settings: Settings) -> Bearer:
         # --oidc-use-access-token asks for the access token in Authorization, so it sends the header in
         # both topologies: the same options give Headlamp the same token behind a sidecar or NGINX.
+        use_access_token = settings.oidc_use_access_token
         return cls(
-            upstream=pass_authorization_header or use_access_token,
-            auth_answer=set_authorization_header or use_access_token,
+            upstream=settings.pass_authorization_header or use_access_token,
+            auth_answer=settings.set_authorization_header or use_access_token,
             access_token=use_access_token,
         )
 
