@@ -181,7 +181,9 @@ class Settings(BaseSettings):
         "", "audience to check in the token passed upstream when it differs from the client id"
     )
     oidc_use_access_token: bool = _opt(
-        False, "pass the access token (not the ID token) in Authorization: Bearer; JWTs are validated"
+        False,
+        "Authorization: Bearer carries the access token, not the ID token, upstream and on /oauth2/auth "
+        "alike (sends it in both); JWTs are validated",
     )
     oidc_email_claim: str = _opt("email", "claim holding the email; dotted paths reach nested claims")
     oidc_groups_claim: str = _opt("groups", "claim holding the groups (list or comma-separated string)")
@@ -228,7 +230,8 @@ class Settings(BaseSettings):
         False, "let requests with a valid Authorization: Bearer JWT through without a cookie"
     )
     extra_jwt_issuers: StrList = _opt(
-        help="issuer=audience also accepted for bearer tokens, repeatable", default_factory=list
+        help="issuer=audience also accepted for bearer tokens, repeatable; our own issuer adds an audience",
+        default_factory=list,
     )
     # -- the session cookie
     cookie_secret: SecretStr = _opt(SecretStr(""), "seals the session: 16, 24 or 32 bytes")
@@ -249,7 +252,9 @@ class Settings(BaseSettings):
     )
     pass_user_headers: bool = _opt(True, "send X-Forwarded-User/-Email/-Groups upstream")
     pass_access_token: bool = _opt(False, "send X-Forwarded-Access-Token upstream")
-    pass_authorization_header: bool = _opt(False, "send Authorization: Bearer <ID token> upstream")
+    pass_authorization_header: bool = _opt(
+        False, "send Authorization: Bearer <ID token> upstream (see --oidc-use-access-token)"
+    )
     pass_host_header: bool = _opt(True, "send the client's Host header upstream (else the upstream's)")
     skip_provider_button: bool = _opt(False, "go straight to the provider, no sign-in page")
     show_debug_on_error: bool = _opt(False, "show error details on error pages (never in production)")
@@ -279,7 +284,9 @@ class Settings(BaseSettings):
         default_factory=list,
     )
     set_xauthrequest: bool = _opt(False, "/oauth2/auth answers with X-Auth-Request-User/-Email/-Groups")
-    set_authorization_header: bool = _opt(False, "/oauth2/auth answers with Authorization: Bearer <ID token>")
+    set_authorization_header: bool = _opt(
+        False, "/oauth2/auth answers with Authorization: Bearer <ID token> (see --oidc-use-access-token)"
+    )
     max_header_size: int = _opt(65536, "largest request header line in bytes; twice that in all")
     skip_auth_route: StrList = _opt(
         help="[METHOD=]regex of paths served without sign-in, repeatable (normalised path)",

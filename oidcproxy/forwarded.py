@@ -5,6 +5,8 @@
   and replaced, and the first time a peer sends them we say once which flag would trust it.
 - Hosts: a forwarded host must be the proxy's own or match --whitelist-domain (`.example.com` for
   subdomains, optional `:port`); the same check guards `rd` targets and WebSocket `Origin`s.
+- Targets: only origin-form (`/path?query`) is served; absolute-, asterisk- and authority-form are
+  refused (RFC 9112 3.2), so a request line can never name another host.
 - Routes: --skip-auth-route / --api-route regexes are matched on the normalised path (percent-decoded,
   `//` collapsed, `.`/`..` resolved), so `/public/%2e%2e/admin` cannot ride a public prefix.
 Imports nothing from oidcproxy.
@@ -28,6 +30,7 @@ __all__ = [
     "external_base",
     "normalise_path",
     "parse_forwarded",
+    "target_form",
 ]
 
 log = logging.getLogger("oidcproxy.forwarded")
@@ -87,6 +90,15 @@ class HostRule:
         if name == self.domain:
             return True
         return self.subdomains and name.endswith("." + self.domain)
+
+
+def target_form(target: str) -> str:
+    """RFC 9112 3.2's form of a request target: origin, absolute, asterisk or authority."""
+    if target.startswith("/"):
+        return "origin"
+    if target == "*":
+        return "asterisk"
+    return "absolute" if "://" in target else "authority"
 
 
 def parse_forwarded(value: str) -> dict[str, str]:

@@ -5,7 +5,6 @@ Thin: read the request, call the domain, build the response. Status codes come f
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Iterable
 from urllib.parse import quote
@@ -179,7 +178,7 @@ async def auth(request: web.Request) -> web.StreamResponse:
         session.tokens,
         xauthrequest=settings.set_xauthrequest,
         access_token=settings.pass_access_token,
-        authorization=settings.set_authorization_header,
+        bearer=request.app[PROXY].policy.bearer,
     )
     return web.Response(status=202, headers=[("Cache-Control", "no-store"), *extra])
 
@@ -221,8 +220,6 @@ async def gate(request: web.Request) -> web.StreamResponse:
     else:
         identity, tokens = await _bearer(request)
     app[POLICY].require(identity)
-    if app[SETTINGS].oidc_use_access_token and tokens.access_token:
-        tokens = dataclasses.replace(tokens, id_token=tokens.access_token)  # Authorization: Bearer
     return await app[PROXY].handle(request, identity, tokens, expires_at=expires_at)
 
 

@@ -19,6 +19,7 @@ from aiohttp import web
 from oidcproxy.appkeys import EDGE, REQUEST_ID, SETTINGS, STARTED
 from oidcproxy.config import Settings
 from oidcproxy.errors import (
+    BadRequest,
     Forbidden,
     IdPUnreachable,
     LoginFailed,
@@ -26,6 +27,7 @@ from oidcproxy.errors import (
     ProxyError,
     ResponseCut,
 )
+from oidcproxy.forwarded import target_form
 from oidcproxy.pages import PageOptions, Pages
 
 __all__ = [
@@ -96,6 +98,7 @@ async def errors_and_ids(request: web.Request, handler: Handler) -> web.StreamRe
         rid = secrets.token_hex(8)
     request[REQUEST_ID] = rid
     try:
+        _origin_form(request)
         return await handler(request)
     except Exception as exc:
         started = request.get(STARTED)
@@ -137,6 +140,17 @@ def _cut(request: web.Request, response: web.StreamResponse, exc: Exception, rid
         request.transport.close()
     # aiohttp finishes this response: its end (a last chunk) cannot be written to a closing transport.
     return response
+
+
+def _origin_form(request: web.Request) -> None:
+    """A reverse proxy serves paths. An absolute-form target (`GET http://other.host/x`) would make
+    aiohttp's request.host the named host; asterisk- and authority-form (CONNECT) name no path."""
+    form = target_form(request.raw_path)
+    if form != "origin":
+        raise BadRequest(f"{form}-form request target refused: {request.raw_path[:100]!r}", public=_TARGET)
+
+
+_TARGET = "The request must name a path on this server (origin-form), not a host or `*`."
 
 
 async def _render(request: web.Request, exc: ProxyError, rid: str) -> web.StreamResponse:

@@ -66,7 +66,7 @@ from oidcproxy.sharedstate import (
     remove_keeper_socket,
     serve_keeper,
 )
-from oidcproxy.upstream import HeaderPolicy, Route, Router, UpstreamProxy, WebSocketTimeouts
+from oidcproxy.upstream import Bearer, HeaderPolicy, Route, Router, UpstreamProxy, WebSocketTimeouts
 
 __all__ = ["MAX_FIELD_SIZE", "base_url", "build_app", "run"]
 
@@ -205,6 +205,10 @@ class _HeaderLimitServer(web.Server):
                 html = "text/html" in request.headers.get("Accept", "")
                 why = f"{size} bytes of headers in all"
                 return _too_large(request.remote or "", why, self.pages if html else None)
+            expect = request.headers.get("Expect")
+            if expect is not None and expect.lower() != "100-continue":
+                # aiohttp's own 417 quotes the value, and a non-ASCII one made it a 500 (fuzzing found it).
+                return web.Response(status=417, text="Only Expect: 100-continue is understood.")
             return await inner(request)
 
         self.request_handler = checked
@@ -363,7 +367,7 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
             cookie_name=settings.cookie_name,
             pass_user_headers=settings.pass_user_headers,
             pass_access_token=settings.pass_access_token,
-            pass_authorization_header=settings.pass_authorization_header or settings.oidc_use_access_token,
+            bearer=Bearer.choose(settings),
             pass_host_header=settings.pass_host_header,
         ),
         response_timeout_s=settings.upstream_timeout,

@@ -1,9 +1,12 @@
 """Reverse-proxy core: a pure header policy, streaming HTTP both ways, and the WebSocket pump.
 
 Nothing from the client is trusted: hop-by-hop headers and anything named in `Connection` are
-dropped, client-sent copies of our identity and forwarding headers are replaced, and the proxy's own
-cookies never reach the upstream. Bodies stream without buffering. Uses aiohttp.web because it moves
-bytes between two sockets; decides nothing about who may pass.
+dropped, client-sent copies of the headers we own (`owned_header`: identity, forwarding, every
+X-Auth-Request-*, Authorization when we send one) are removed in any spelling (case, `_` for `-`)
+before ours are added, and the proxy's own cookies never reach the upstream. Only origin-form targets
+are joined to a route (`upstream_url`), so no request names another host. Bodies stream without
+buffering. Uses aiohttp.web because it moves bytes between two sockets; decides nothing about who may
+pass.
 """
 
 from __future__ import annotations
@@ -23,12 +26,15 @@ from aiohttp import WSMsgType, web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from oidcproxy.errors import NotFound, ResponseCut, UpstreamTimeout, UpstreamUnavailable
+from oidcproxy.config import Settings
+from oidcproxy.errors import BadRequest, NotFound, ResponseCut, UpstreamTimeout, UpstreamUnavailable
 from oidcproxy.model import Clock, Identity, Tokens, system_clock
 from oidcproxy.upstream_client import UpstreamBroken, UpstreamClient
 
 __all__ = [
     "HOP_BY_HOP",
+    "OWNED_HEADERS",
+    "Bearer",
     "HeaderPolicy",
     "Route",
     "Router",
@@ -37,8 +43,10 @@ __all__ = [
     "WebSocketTimeouts",
     "auth_request_headers",
     "is_websocket_upgrade",
+    "owned_header",
     "strip_cookies",
     "upstream_headers",
+    "upstream_url",
 ]
 
 log = logging.getLogger("oidcproxy.upstream")
@@ -56,6 +64,7 @@ HOP_BY_HOP = frozenset(
         "upgrade",
     }
 )
+# Headers the proxy owns: what it sets itself, so a client's copy must never reach the upstream.
 _FORWARDING = frozenset(
     {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port", "forwarded", "x-real-ip"}
 )
@@ -68,6 +77,10 @@ _IDENTITY = frozenset(
         "x-forwarded-access-token",
     }
 )
+_AUTH_REQUEST_PREFIX = "x-auth-request-"  # all of them: the names /oauth2/auth answers NGINX with
+OWNED_HEADERS = _FORWARDING | _IDENTITY
+_DROP = HOP_BY_HOP | OWNED_HEADERS
+_DROP_WITH_AUTHORIZATION = _DROP | {"authorization"}
 _WS_HANDSHAKE = frozenset(
     {"sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions", "sec-websocket-protocol"}
 )
@@ -117,11 +130,41 @@ class Router:
 
 
 @dataclass(frozen=True, slots=True)
+class Bearer:
+    """The `Authorization: Bearer` the proxy hands on, and the one place --oidc-use-access-token counts.
+
+    As a sidecar it goes upstream (`upstream`); behind NGINX auth_request it is in /oauth2/auth's 202
+    (`auth_answer`). The token is the same in both: the access token with `access_token` (the ID token
+    when the provider gave none, or for a bearer JWT the client sent), else the ID token.
+    """
+
+    upstream: bool = False
+    auth_answer: bool = False
+    access_token: bool = False
+
+    @classmethod
+    def choose(cls, settings: Settings) -> Bearer:
+        # --oidc-use-access-token asks for the access token in Authorization, so it sends the header in
+        # both topologies: the same options give Headlamp the same token behind a sidecar or NGINX.
+        use_access_token = settings.oidc_use_access_token
+        return cls(
+            upstream=settings.pass_authorization_header or use_access_token,
+            auth_answer=settings.set_authorization_header or use_access_token,
+            access_token=use_access_token,
+        )
+
+    def token(self, tokens: Tokens) -> str:
+        if self.access_token and tokens.access_token:
+            return tokens.access_token
+        return tokens.id_token
+
+
+@dataclass(frozen=True, slots=True)
 class HeaderPolicy:
     cookie_name: str = "_oidcproxy"
     pass_user_headers: bool = True
     pass_access_token: bool = False
-    pass_authorization_header: bool = False
+    bearer: Bearer = Bearer()
     pass_host_header: bool = True
 
     def identity_headers(self, identity: Identity, tokens: Tokens) -> list[tuple[str, str]]:
@@ -136,9 +179,21 @@ class HeaderPolicy:
                 out.append(("X-Forwarded-Groups", ",".join(identity.groups)))
         if self.pass_access_token and tokens.access_token:
             out.append(("X-Forwarded-Access-Token", tokens.access_token))
-        if self.pass_authorization_header and tokens.id_token:
-            out.append(("Authorization", f"Bearer {tokens.id_token}"))
+        bearer = self.bearer.token(tokens)
+        if self.bearer.upstream and bearer:
+            out.append(("Authorization", f"Bearer {bearer}"))
         return [(k, _UNSAFE_VALUE.sub("", v)) for k, v in out if v]
+
+
+def owned_header(name: str, *, authorization: bool = False) -> bool:
+    """Whether the proxy owns this header in any spelling: case-folded and `_` read as `-`, as CGI,
+    WSGI, PHP, Rack and many Go and Node helpers read them. `Authorization` when the proxy sets one."""
+    key = name.lower().replace("_", "-")
+    return (
+        key in OWNED_HEADERS
+        or key.startswith(_AUTH_REQUEST_PREFIX)
+        or (authorization and key == "authorization")
+    )
 
 
 def auth_request_headers(
@@ -147,7 +202,7 @@ def auth_request_headers(
     *,
     xauthrequest: bool,
     access_token: bool,
-    authorization: bool,
+    bearer: Bearer,
 ) -> list[tuple[str, str]]:
     """Headers on a 202 from /oauth2/auth for NGINX to copy with `auth_request_set`."""
     out: list[tuple[str, str]] = []
@@ -160,8 +215,9 @@ def auth_request_headers(
         ]
         if access_token:
             out.append(("X-Auth-Request-Access-Token", tokens.access_token))
-    if authorization and tokens.id_token:
-        out.append(("Authorization", f"Bearer {tokens.id_token}"))
+    token = bearer.token(tokens)
+    if bearer.auth_answer and token:
+        out.append(("Authorization", f"Bearer {token}"))
     return [(k, _UNSAFE_VALUE.sub("", v)) for k, v in out if v]
 
 
@@ -188,19 +244,23 @@ def upstream_headers(
     host: str,
 ) -> CIMultiDict[str]:
     """What the upstream is sent: the client's headers less anything it must not decide."""
-    items = incoming.items()
-    drop = set(HOP_BY_HOP) | _FORWARDING | _IDENTITY
-    for value in getattr(incoming, "getall", lambda *_: [])("Connection", ()):
-        drop.update(t.strip().lower() for t in value.split(","))
-    if policy.pass_authorization_header:
-        drop.add("authorization")
-    if not policy.pass_host_header:
-        drop.add("host")
+    auth = policy.bearer.upstream
+    drop = _DROP_WITH_AUTHORIZATION if auth else _DROP  # precomputed: no set built per request
+    connection: list[str] = getattr(incoming, "getall", lambda *_: [])("Connection", ())
+    if connection or not policy.pass_host_header:
+        extra = {t.strip().lower() for value in connection for t in value.split(",")}
+        if not policy.pass_host_header:
+            extra.add("host")
+        drop = drop | extra
     out: CIMultiDict[str] = CIMultiDict()
-    for key, value in items:
+    for key, value in incoming.items():
         lower = key.lower()
         if lower in drop:
             continue
+        if ("_" in lower or lower.startswith(_AUTH_REQUEST_PREFIX)) and owned_header(
+            lower, authorization=auth
+        ):
+            continue  # other spellings of our headers: rare, so tested off the common path
         if lower == "cookie":
             value = strip_cookies(value, policy.cookie_name)
             if not value:
@@ -262,6 +322,14 @@ class _IdentityHeaderCache:
 
 
 _IDENTITY_HEADERS = _IdentityHeaderCache()
+
+
+def upstream_url(base: URL, target: str) -> URL:
+    """The origin-form `target` on the route's origin. Never `base.join`: `//other.host/x` would name a
+    host (RFC 3986 4.2), and an absolute-form target another scheme and host."""
+    if not target.startswith("/"):
+        raise BadRequest(f"request target is not a path: {target[:100]!r}")
+    return URL(f"{base.scheme}://{base.raw_authority}{target}", encoded=True)
 
 
 def is_websocket_upgrade(headers: Mapping[str, str]) -> bool:
@@ -356,7 +424,7 @@ class UpstreamProxy:
             scheme=scheme,
             host=host,
         )
-        url = route.base.join(URL(request.raw_path, encoded=True))
+        url = upstream_url(route.base, request.raw_path)
         if websocket:
             return await self._websocket(request, url, headers, expires_at)
         block = b""

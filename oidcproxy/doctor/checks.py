@@ -26,7 +26,7 @@ from oidcproxy.crypto import KeyRing
 from oidcproxy.forwarded import Edge
 from oidcproxy.model import Identity, Session, Tokens
 from oidcproxy.session import SessionCodec
-from oidcproxy.upstream import auth_request_headers
+from oidcproxy.upstream import Bearer, auth_request_headers
 
 __all__ = [
     "Finding",
@@ -393,7 +393,7 @@ def header_sizes(settings: Settings, session: Session, groups: int) -> list[Find
             session.tokens,
             xauthrequest=settings.set_xauthrequest,
             access_token=settings.pass_access_token,
-            authorization=settings.set_authorization_header,
+            bearer=Bearer.choose(settings),
         )
     )
     what = f"a session with {groups} groups: {len(sealed)} bytes sealed in {len(chunks)} cookie(s)"

@@ -2,8 +2,10 @@
 authentication), for kubectl, scripts and CLIs.
 
 A token passes when it is signed by the configured issuer (or one of --extra-jwt-issuers, each with
-its own audience), unexpired, with an asymmetric algorithm the issuer advertises. Extra issuers are
-discovered lazily, each with its own cached key set. Imports model, errors and the oidc package only.
+its own audiences), unexpired, with an asymmetric algorithm the issuer advertises. An extra issuer
+equal to ours adds an accepted audience (a CLI's own client at the same realm, as in oauth2-proxy).
+Other extra issuers are discovered lazily, each with its own cached key set. Anything malformed or
+hostile is a NotAuthenticated (401), never another error. Imports model, errors and the oidc package only.
 """
 
 from __future__ import annotations
@@ -49,7 +51,10 @@ class BearerVerifier:
         self._own: dict[str, tuple[str, ...]] = {config.issuer: audiences}
         if config.validator_issuer:
             self._own[config.validator_issuer] = audiences
-        self._extra = dict(extra_issuers)
+        self._extra: dict[str, tuple[str, ...]] = {}
+        for issuer, audience in extra_issuers:
+            table = self._own if issuer in self._own else self._extra
+            table[issuer] = (*table.get(issuer, ()), audience)
         self._extra_clients: dict[str, OIDCClient] = {}
         self._lock = asyncio.Lock()
 
@@ -59,12 +64,14 @@ class BearerVerifier:
             issuer = jwt.decode(token, options={"verify_signature": False}).get("iss")
         except jwt.PyJWTError as exc:
             raise NotAuthenticated(f"bearer token unreadable: {type(exc).__name__}") from None
+        if not isinstance(issuer, str):
+            raise NotAuthenticated(f"bearer token without a string iss: {type(issuer).__name__}")
         try:
             if issuer in self._own:
-                return await self._verify(self._client, str(issuer), self._own[str(issuer)], token)
+                return await self._verify(self._client, issuer, self._own[issuer], token)
             if issuer in self._extra:
-                client = await self._extra_client(str(issuer))
-                return await self._verify(client, str(issuer), (self._extra[str(issuer)],), token)
+                client = await self._extra_client(issuer)
+                return await self._verify(client, issuer, self._extra[issuer], token)
         except TokenInvalid as exc:
             public = exc.public if exc.public != TokenInvalid.public else None
             raise NotAuthenticated(f"bearer token refused: {exc.detail}", public=public) from None
@@ -87,7 +94,7 @@ class BearerVerifier:
             if client is None:
                 config = ProviderConfig(
                     issuer=issuer,
-                    client_id=self._extra[issuer],
+                    client_id=self._extra[issuer][0],
                     client_secret="",
                     jwks_min_refetch_s=self._client.config.jwks_min_refetch_s,
                     jwks_stale_if_error_s=self._client.config.jwks_stale_if_error_s,

@@ -48,16 +48,17 @@ def is_jwt(token: str) -> bool:
         return False
     try:
         return "alg" in jwt.get_unverified_header(token)
-    except jwt.DecodeError:
+    except jwt.PyJWTError:  # not only DecodeError: a bad `kid` or `crit` is an InvalidTokenError
         return False
 
 
 def unverified_header(token: str, allowed: Collection[str]) -> dict[str, Any]:
     try:
         header = jwt.get_unverified_header(token)
-    except jwt.DecodeError as exc:
-        raise TokenInvalid(f"token is not a JWT: {exc}") from None
-    if header.get("alg") not in allowed:
+    except jwt.PyJWTError as exc:
+        raise TokenInvalid(f"token is not a JWT we accept: {type(exc).__name__}: {exc}") from None
+    alg = header.get("alg")
+    if not isinstance(alg, str) or alg not in allowed:
         raise TokenInvalid(f"token algorithm {header.get('alg')!r} is not one of {sorted(allowed)}")
     return header
 

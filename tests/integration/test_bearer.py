@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 import jwt
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from oidcproxy.model import FakeClock, system_clock
 from tests.integration.test_tokens import KUBECTL, code_flow_id_token, make_proxy, node, provider_key
@@ -103,4 +104,75 @@ async def test_unsigned_and_hmac_with_public_key_forgeries_refused(node: Any, ma
     sig = b64(hmac.new(pem, head.encode(), hashlib.sha256).digest())
     status, _ = await call(proxy, head + "." + sig)
     assert status == 401
+    assert (await call(proxy, genuine))[0] == 200
+
+
+async def test_extra_jwt_issuer_equal_to_ours_adds_an_audience(node: Any, make_proxy: Any) -> None:
+    """kubectl with its own client at the same realm: `--extra-jwt-issuers <our issuer>=kubectl`."""
+    other = {**KUBECTL, "client_id": "other", "client_secret": "other-secret"}
+    idp = node(clients=[DEFAULT_CLIENT, KUBECTL, other])
+    proxy = await make_proxy(idp, skip_jwt_bearer_tokens=True, extra_jwt_issuers=[f"{idp.issuer}=kubectl"])
+    status, seen = await call(proxy, await code_flow_id_token(idp, KUBECTL, "alice"))
+    assert status == 200 and seen["headers"]["X-Forwarded-Email"] == "alice@example.com"
+    status, body = await call(proxy, await code_flow_id_token(idp, other, "alice"))
+    assert status == 401 and body["error"] == "NotAuthenticated"
+
+
+def _segment(data: Any) -> str:
+    return b64(data if isinstance(data, bytes) else json.dumps(data).encode())
+
+
+def hostile_tokens(idp: Any, genuine: str) -> dict[str, str]:
+    """Malformed or hostile JWTs; the ones that need it carry a valid signature by the provider's key."""
+    claims = jwt.decode(genuine, options={"verify_signature": False})
+    head, body, sig = genuine.split(".")
+    key, kid = provider_key(idp)
+
+    def signed(payload: bytes, **header: Any) -> str:
+        return jwt.api_jws.encode(payload, key, algorithm="RS256", headers={"kid": kid, **header})
+
+    def wrong(**changes: Any) -> str:
+        return signed(json.dumps({**claims, **changes}).encode())
+
+    return {
+        "unknown crit": signed(json.dumps(claims).encode(), crit=["urn:x:critical"], **{"urn:x:critical": 1}),
+        "crit not a list": f"{_segment({'alg': 'RS256', 'kid': kid, 'crit': 'b64'})}.{body}.{sig}",
+        "kid a number": f"{_segment({'alg': 'RS256', 'kid': 7})}.{body}.{sig}",
+        "alg a list": f"{_segment({'alg': ['RS256'], 'kid': kid})}.{body}.{sig}",
+        "header a list": f"{_segment(['RS256'])}.{body}.{sig}",
+        "header not JSON": f"{_segment(b'{alg: RS256')}.{body}.{sig}",
+        "header bad base64": f"e!!.{body}.{sig}",
+        "payload bad base64": f"{head}.%%%.{sig}",
+        "payload not JSON": signed(b"not json"),
+        "payload a list": signed(b"[1, 2]"),
+        "oversized header": f"{_segment({'alg': 'RS256', 'kid': kid, 'x': 'a' * 40_000})}.{body}.{sig}",
+        "iss a list": wrong(iss=[claims["iss"]]),
+        "iss a number": wrong(iss=1),
+        "aud a number": wrong(aud=5),
+        "aud a dict": wrong(aud={"a": claims["aud"]}),
+        "exp a string": wrong(exp="tomorrow"),
+        "iat a list": wrong(iat=[1]),
+        "nbf a dict": wrong(nbf={}),
+        "sub a list": wrong(sub=["alice"]),
+        "sub empty": wrong(sub=""),
+        "no signature": f"{head}.{body}.",
+        "wrong alg": f"{_segment({'alg': 'ES256', 'kid': kid})}.{body}.{sig}",
+        # Signed by the attacker's key, which `jku` claims to publish: keys come only from our JWKS.
+        "jku to an attacker's key": jwt.api_jws.encode(
+            json.dumps(claims).encode(),
+            rsa.generate_private_key(public_exponent=65537, key_size=2048),
+            algorithm="RS256",
+            headers={"kid": kid, "jku": "http://127.0.0.1:9/jwks"},
+        ),
+    }
+
+
+async def test_malformed_and_hostile_tokens_get_the_usual_401(node: Any, make_proxy: Any) -> None:
+    idp = node(clients=[DEFAULT_CLIENT, KUBECTL])
+    proxy = await make_proxy(idp, skip_jwt_bearer_tokens=True, oidc_extra_audience=["kubectl"])
+    genuine = await code_flow_id_token(idp, KUBECTL, "alice")
+    answers = {name: await call(proxy, token) for name, token in hostile_tokens(idp, genuine).items()}
+    wrong = {name: (status, body) for name, (status, body) in answers.items() if status != 401}
+    assert not wrong
+    assert all(body["error"] == "NotAuthenticated" for _, body in answers.values())
     assert (await call(proxy, genuine))[0] == 200

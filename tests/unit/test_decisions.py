@@ -8,7 +8,15 @@ from multidict import CIMultiDict
 from oidcproxy.authz import Policy
 from oidcproxy.login import safe_return_to
 from oidcproxy.model import Identity, Tokens
-from oidcproxy.upstream import HeaderPolicy, Route, Router, strip_cookies, upstream_headers
+from oidcproxy.upstream import (
+    Bearer,
+    HeaderPolicy,
+    Route,
+    Router,
+    owned_header,
+    strip_cookies,
+    upstream_headers,
+)
 
 
 @pytest.mark.parametrize(
@@ -79,7 +87,7 @@ def test_header_policy_drops_hop_by_hop_forged_and_own_cookies() -> None:
     ident = Identity("s", "alice@example.com", True, "alice", "al", ("a", "b"))
     out = upstream_headers(
         incoming,
-        policy=HeaderPolicy(pass_authorization_header=True),
+        policy=HeaderPolicy(bearer=Bearer(upstream=True)),
         identity=ident,
         tokens=Tokens("idtok", "acc"),
         peer="10.0.0.9",
@@ -105,3 +113,37 @@ def test_router_longest_prefix() -> None:
     assert str(router.match("/api/x").base) == "http://b:2/"  # type: ignore[union-attr]
     assert str(router.match("/apix").base) == "http://a:1/"  # type: ignore[union-attr]
     assert Router([Route.parse("http://b:2/api/")]).match("/other") is None
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["X_Forwarded_User", "x-forwarded_email", "X_FORWARDED_GROUPS", "X-Auth-Request-Whatever", "x_real_ip"],
+)
+def test_our_headers_are_owned_in_any_spelling(name: str) -> None:
+    assert owned_header(name)
+    incoming = CIMultiDict([(name, "forged"), ("X_Custom", "kept"), ("Authorization_", "kept")])
+    out = upstream_headers(
+        incoming, policy=HeaderPolicy(), identity=None, tokens=None, peer="10.0.0.9", scheme="https", host="h"
+    )
+    assert "forged" not in out.values()
+    assert out["X_Custom"] == "kept" and out["Authorization_"] == "kept"
+
+
+def test_authorization_is_owned_only_when_the_proxy_sends_one() -> None:
+    assert not owned_header("authorization") and owned_header("AUTHORIZATION", authorization=True)
+    sent = CIMultiDict([("Authorization", "Bearer theirs")])
+    kept = upstream_headers(
+        sent, policy=HeaderPolicy(), identity=None, tokens=None, peer="", scheme="", host=""
+    )
+    assert kept["Authorization"] == "Bearer theirs"
+    ours = HeaderPolicy(bearer=Bearer(upstream=True))
+    tokens = Tokens("idtok", "acc")
+    out = upstream_headers(
+        sent, policy=ours, identity=Identity("s"), tokens=tokens, peer="", scheme="", host=""
+    )
+    assert out.getall("Authorization") == ["Bearer idtok"]
+    swapped = HeaderPolicy(bearer=Bearer(upstream=True, access_token=True))
+    out = upstream_headers(
+        sent, policy=swapped, identity=Identity("s"), tokens=tokens, peer="", scheme="", host=""
+    )
+    assert out.getall("Authorization") == ["Bearer acc"]
