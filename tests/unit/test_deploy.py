@@ -96,7 +96,8 @@ def test_deployment_is_replicated_probed_restricted_and_bounded(pattern: str) ->
         assert container["resources"]["limits"] and container["resources"]["requests"]
     proxy = _container(docs, "oidcproxy")
     assert "--workers=1" in proxy["args"]  # matches limits.cpu "1"
-    (tmp,) = [m for m in proxy["volumeMounts"] if m["mountPath"] == "/tmp"]  # a small in-memory /tmp beside the read-only root
+    # a small in-memory /tmp beside the read-only root
+    (tmp,) = [m for m in proxy["volumeMounts"] if m["mountPath"] == "/tmp"]
     assert "emptyDir" in next(v for v in pod["volumes"] if v["name"] == tmp["name"])
     assert proxy["livenessProbe"]["httpGet"]["path"] == "/ping"
     assert proxy["readinessProbe"]["httpGet"]["path"] == "/ready"
