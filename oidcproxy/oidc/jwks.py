@@ -94,6 +94,7 @@ class KeySet:
         self._keys: dict[str, jwt.PyJWK] = {}
         self._fetched_at = self._attempted_at = float("-inf")
         self._error = ""  # why the last attempt failed; empty after a success
+        self._error_kind: type[IdPUnavailable] = IdPUnavailable
         self._inflight: asyncio.Task[None] | None = None
         self.fetches = self.attempts = self.failures = self.stale_served = 0
 
@@ -154,7 +155,7 @@ class KeySet:
             log.warning("unknown key id; not refetching the key set again so soon")
         if self._error:
             wait = max(0.0, self._attempted_at + self._min_refetch_s - self._clock())
-            raise IdPUnavailable(f"{self._error} (next attempt in {wait:.0f}s at the earliest)")
+            raise self._error_kind(f"{self._error} (next attempt in {wait:.0f}s at the earliest)")
 
     async def _fetch(self) -> None:
         self.attempts += 1
@@ -164,8 +165,8 @@ class KeySet:
                 keys = parse_keys(doc)
             except ValueError as exc:
                 raise IdPUnavailable(f"jwks: {self._uri}: {exc}") from exc
-        except IdPUnavailable as exc:
-            self._failed(exc.detail)
+        except IdPUnavailable as exc:  # IdPUnreachable (503) when no answer came, else 502
+            self._failed(exc.detail, type(exc))
         except Exception as exc:  # a bug: keep the traceback, and the known keys
             log.exception("key set fetch crashed")
             self._failed(f"jwks: {self._uri}: {type(exc).__name__}")
@@ -177,9 +178,9 @@ class KeySet:
         finally:
             self._inflight = None
 
-    def _failed(self, detail: str) -> None:
+    def _failed(self, detail: str, kind: type[IdPUnavailable] = IdPUnavailable) -> None:
         self.failures += 1
-        self._error = detail
+        self._error, self._error_kind = detail, kind
         if not self._keys:
             log.warning("key set fetch failed: %s; no keys known yet", detail)
             return
