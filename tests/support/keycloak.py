@@ -288,7 +288,7 @@ def _free_port() -> int:
 
 
 def _http(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None) -> Any:
-    """A blocking JSON call (fixture set-up only, never inside a test's event loop)."""
+    """A blocking JSON call: set-up, or a test's own call to Keycloak while no proxy request is in flight."""
     data, hdrs = None, dict(headers or {})
     if isinstance(body, dict) and "grant_type" in body:
         data = urllib.parse.urlencode(body).encode()
