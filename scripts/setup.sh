@@ -51,3 +51,15 @@ if command -v go >/dev/null 2>&1 && ! .cache/peers/bin/helm version 2>/dev/null 
   mkdir -p .cache/peers/bin
   GOBIN="$PWD/.cache/peers/bin" GOFLAGS=-buildvcs=false nice -n 19 go install "helm.sh/helm/v3/cmd/helm@${HELM_VERSION}"
 fi
+
+# The certified providers of tests/integration/test_keycloak.py and test_hydra.py, cached under
+# .cache/peers/ (git-ignored): Keycloak's Quarkus distribution from Maven Central (needs Java 17+ and
+# Maven) and Ory Hydra built from its Go module (needs Go and gcc). Without the toolchain the tests
+# say so and are reported as not run; scripts/test.sh prints why.
+if command -v java >/dev/null 2>&1; then
+  command -v mvn >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq maven >/dev/null; }
+  python3 -c "from tests.support.keycloak import ensure_keycloak; ensure_keycloak()"
+fi
+if command -v go >/dev/null 2>&1 && command -v gcc >/dev/null 2>&1; then
+  python3 -c "from tests.support.hydra import ensure_hydra; ensure_hydra()"
+fi

@@ -10,4 +10,11 @@ ruff format --check oidcproxy tests bench
 ruff check oidcproxy tests bench
 mypy
 lint-imports
+# The Keycloak and Hydra tests need Java or Go: say up front when they will not run, and why.
+python3 -c "
+from tests.support.hydra import hydra_missing
+from tests.support.keycloak import keycloak_missing
+for reason in filter(None, (keycloak_missing(), hydra_missing())):
+    print('NOTE:', reason)
+"
 python3 -m pytest "$@"

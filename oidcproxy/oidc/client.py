@@ -199,6 +199,9 @@ class OIDCClient:
             reply, id_token if isinstance(id_token, str) else tokens.id_token, tokens.refresh_token
         )
         await self.verify_passed_token(new)
+        if claims is not None and missing_profile_claims(claims, *self.config.profile_claims):
+            # As at login: what userinfo supplied then (Keycloak's realm roles, say) must not vanish.
+            claims = await self._with_userinfo(claims, new.access_token)
         return new, claims
 
     async def verify_id_token(self, token: str, nonce: str | None) -> dict[str, Any]:

@@ -151,3 +151,19 @@ async def test_an_old_cookie_after_the_reuse_window_is_never_replayed_nor_cleare
     # The browser's newer cookie still refreshes: nothing revoked the grant.
     assert (await browser.get(proxy.make_url("/still"), headers=JSON)).status == 200
     assert tap.grants["refresh_token"] == 2
+
+
+async def test_claims_only_at_userinfo_survive_a_refresh(node: Any, make_proxy: Any, browser: Any) -> None:
+    # Groups and email only at userinfo (Keycloak's realm roles mapped there, say): the refreshed ID
+    # token lacks them too, so the proxy asks userinfo again instead of dropping them.
+    idp = node(conform_id_token_claims=True)
+    clock = FakeClock(system_clock())
+    proxy = await make_proxy(idp, clock, cookie_refresh="1m", allowed_group=["admins"])
+    assert (await sign_in(browser, proxy, "alice")).status == 200
+    clock.advance(61)
+    refreshed = await browser.get(proxy.make_url("/after"), headers=JSON)
+    assert refreshed.status == 200
+    assert session_cookies(refreshed)
+    headers = (await refreshed.json())["headers"]
+    assert headers["X-Forwarded-Email"] == "alice@example.com"
+    assert headers["X-Forwarded-Groups"] == "admins,dev"
