@@ -1,5 +1,6 @@
 """Load and logins: wrk runs parsed into figures, a WebSocket echo driver, idle WebSockets, and scripted
-sign-ins through each proxy (our /oauth2/start, mod_auth_openidc's redirect) to get session cookies.
+sign-ins through each proxy (/oauth2/start at oidcproxy and oauth2-proxy, mod_auth_openidc's redirect)
+to get session cookies.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ __all__ = ["WrkResult", "idle_websockets", "login", "logins_per_s", "websocket_e
 
 @dataclass(frozen=True)
 class WrkResult:
+    requests: int
     rps: float
     mib_s: float
     p50_ms: float
@@ -54,6 +56,7 @@ def wrk(
     out = subprocess.run(
         [*argv, url], capture_output=True, text=True, timeout=seconds + 60, check=True
     ).stdout
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     transfer = re.search(r"Transfer/sec:\s+([\d.]+)(\w+)", out)
     mib = float(transfer.group(1)) * _BYTES.get(transfer.group(2), 0) if transfer else 0.0
@@ -62,7 +65,9 @@ def wrk(
     errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors += int(non2xx.group(1)) if non2xx else 0
-    return WrkResult(rps, mib, _ms(p50.group(1)) if p50 else 0.0, _ms(p99.group(1)) if p99 else 0.0, errors)
+    return WrkResult(
+        requests, rps, mib, _ms(p50.group(1)) if p50 else 0.0, _ms(p99.group(1)) if p99 else 0.0, errors
+    )
 
 
 def _jar() -> aiohttp.CookieJar:
@@ -98,7 +103,7 @@ async def _login(idp_side: aiohttp.ClientSession, base: str, kind: str, user: st
     cookies = _ProxyCookies()
     proxy_side = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
     async with proxy_side:
-        first = f"{base}/oauth2/start?rd=/small" if kind == "oidcproxy" else f"{base}/small"
+        first = f"{base}/small" if kind == "apache" else f"{base}/oauth2/start?rd=/small"
         async with proxy_side.get(first, allow_redirects=False) as start:
             if start.status != 302:
                 raise RuntimeError(f"{first} -> {start.status}: {(await start.text())[:300]}")
