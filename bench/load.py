@@ -82,11 +82,16 @@ class _ProxyCookies:
         self.values: dict[str, str] = {}
 
     def take(self, response: aiohttp.ClientResponse) -> None:
-        for name, morsel in response.cookies.items():
-            if morsel["max-age"] == "0" or not morsel.value:
+        # Read from the raw headers: response.cookies (http.cookies) silently drops some of the 50-odd
+        # chunks mod_auth_openidc sets for a 4,000-group session.
+        for header in response.headers.getall("Set-Cookie", []):
+            pair, _, attributes = header.partition(";")
+            name, _, value = pair.strip().partition("=")
+            attrs = attributes.lower().replace(" ", "")
+            if not value or "max-age=0" in attrs or "max-age=-" in attrs or "expires=thu,01jan1970" in attrs:
                 self.values.pop(name, None)
             else:
-                self.values[name] = morsel.value
+                self.values[name] = value.strip('"')
 
     def header(self) -> dict[str, str]:
         return {"Cookie": "; ".join(f"{k}={v}" for k, v in self.values.items())} if self.values else {}
@@ -116,7 +121,8 @@ async def _login(idp_side: aiohttp.ClientSession, base: str, kind: str, user: st
             cookies.take(done)
         async with proxy_side.get(f"{base}/small", headers=cookies.header(), allow_redirects=False) as check:
             if check.status != 200:
-                raise RuntimeError(f"after login {base}/small -> {check.status}")
+                body = " ".join((await check.text(errors="replace")).split())[:160]
+                raise RuntimeError(f"after login {base}/small -> {check.status}: {body}")
     return cookies
 
 
