@@ -327,7 +327,13 @@ def _measure(
     for user in ("large", "xl"):
         if f"{user}_rps" not in figures:
             continue
-        if user in cookies:
+        if len(cookies.get(user, "")) > load.WRK_MAX_HEADERS:
+            if rep == 0:
+                notes.append(
+                    f"{user} session: its {len(cookies[user]):,}-byte Cookie header is more than wrk can "
+                    f"send ({load.WRK_MAX_HEADERS:,}); no figure"
+                )
+        elif user in cookies:
             add(f"{user}_rps", hit("/small", user).rps)
         elif rep == 0:
             notes.append(f"{user} session: no sign-in, no figure")

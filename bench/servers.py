@@ -364,8 +364,9 @@ Group www-data
 # - the session cookies stripped before the request goes to the application;
 # - the shared-memory cache sized for the sessions: an entry (256 KiB) holds the largest session (the
 #   4,000-group one is about 216 KB sealed), and the 10,000 entries hold every session a run creates
-#   (the login test opens up to about 2,000 per 10 s), so no session in use is evicted. A lookup scans
-#   the entries in order until it finds its key; the bench's sessions, created first, are found first.
+#   (the login test opens about 1,000 per 10 s repetition, 3,000 in a run), so no session in use is
+#   evicted. A lookup scans the entries in order until it finds its key; the bench's sessions,
+#   created first, are found first.
 _APACHE_TUNING = """
 ServerLimit 2
 StartServers 2
