@@ -1,8 +1,10 @@
 """The processes a benchmark run needs, each started into one temp dir and stopped again.
 
 nginx (upstream and plain no-auth proxy), an aiohttp WebSocket echo behind the upstream nginx,
-Apache 2 with mod_auth_openidc (client-cookie and server-cache sessions), and oidcproxy itself.
-Configs are generated here at run time; nothing is written outside the run's temp dir.
+Apache 2 with mod_auth_openidc (client-cookie and server-cache sessions), oauth2-proxy (built from its
+Go module by scripts/setup.sh into the git-ignored .cache/peers/bin), a Redis for the setups that keep
+sessions on the server, and oidcproxy itself. Configs are generated here at run time; nothing is
+written outside the run's temp dir. The peers' tuning is written down here and in README (Performance).
 """
 
 from __future__ import annotations
@@ -21,14 +23,19 @@ from pathlib import Path
 
 __all__ = [
     "APACHE_MODULES",
+    "OAUTH2_PROXY_VERSION",
     "Proc",
     "Stack",
     "free_port",
     "have",
+    "oauth2_proxy_binary",
     "wait_listening",
 ]
 
 APACHE_MODULES = Path("/usr/lib/apache2/modules")
+REPO = Path(__file__).resolve().parents[1]
+# The oauth2-proxy release scripts/setup.sh builds (`go install ...@OAUTH2_PROXY_VERSION`).
+OAUTH2_PROXY_VERSION = "v7.15.6"
 _START_S = 30.0
 SMALL_BODY = b"hello from the upstream\n"
 BIG_BYTES = 1024 * 1024
@@ -38,6 +45,15 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def oauth2_proxy_binary() -> Path | None:
+    """$OAUTH2_PROXY, else the one scripts/setup.sh built under .cache/peers/bin, else one on PATH."""
+    for candidate in (os.environ.get("OAUTH2_PROXY", ""), str(REPO / ".cache/peers/bin/oauth2-proxy")):
+        if candidate and os.access(candidate, os.X_OK):
+            return Path(candidate)
+    found = shutil.which("oauth2-proxy")
+    return Path(found) if found else None
 
 
 def have(binary: str) -> bool:
@@ -224,9 +240,11 @@ http {{
         )
         return self.spawn(name, ["nginx", "-c", str(conf), "-p", str(self.root)], port)
 
-    # -- the peer: Apache + mod_auth_openidc, one vhost per session type
-    def apache(self, issuer: str, client_id: str, client_secret: str, upstream_port: int) -> dict[str, int]:
-        ports = {"client-cookie": free_port(), "server-cache": free_port()}
+    # -- a peer: Apache + mod_auth_openidc, one vhost per session type, tuned as README says
+    def apache(
+        self, issuer: str, client_id: str, client_secret: str, upstream_port: int, kinds: Sequence[str]
+    ) -> dict[str, int]:
+        ports = {kind: free_port() for kind in kinds}
         modules = [
             "mpm_event",
             "authz_core",
@@ -252,6 +270,8 @@ Listen 127.0.0.1:{port}
     OIDCProviderTokenEndpointAuth client_secret_basic
     OIDCSessionInactivityTimeout 86400
     OIDCSessionMaxDuration 86400
+    OIDCPassClaimsAs headers
+    OIDCStripCookies {_APACHE_SESSION_COOKIES}
     <Location />
         AuthType openid-connect
         Require valid-user
@@ -273,25 +293,52 @@ LogLevel warn
 {loads}
 User www-data
 Group www-data
-StartServers 2
-ServerLimit 4
-ThreadsPerChild 64
-MaxRequestWorkers 256
-MaxConnectionsPerChild 0
-KeepAlive On
-MaxKeepAliveRequests 0
-LimitRequestFieldSize 65536
-LimitRequestLine 65536
-OIDCCacheType shm
-OIDCCacheShmEntrySizeMax 65536
-OIDCCacheShmMax 100000
+{_APACHE_TUNING}
 {vhosts}
 """
         )
         chmod_for_apache(self.root)
-        self.spawn("apache", ["apache2", "-f", str(conf), "-DFOREGROUND"], ports["client-cookie"])
-        wait_listening(ports["server-cache"], self.procs[-1].popen, "apache server-cache vhost")
+        first, *others = ports.values()
+        self.spawn("apache", ["apache2", "-f", str(conf), "-DFOREGROUND"], first)
+        for port in others:
+            wait_listening(port, self.procs[-1].popen, "apache vhost")
         return ports
+
+    # -- a peer: oauth2-proxy, one process per session store, flags as README says
+    def oauth2_proxy(
+        self,
+        name: str,
+        binary: Path,
+        issuer: str,
+        client_id: str,
+        client_secret: str,
+        upstream_port: int,
+        *extra: str,
+    ) -> Proc:
+        port = free_port()
+        argv = [
+            str(binary), "--http-address", f"127.0.0.1:{port}",
+            "--upstream", f"http://127.0.0.1:{upstream_port}/",
+            "--provider", "oidc", "--oidc-issuer-url", issuer,
+            "--client-id", client_id, "--client-secret", client_secret,
+            "--redirect-url", f"http://127.0.0.1:{port}/oauth2/callback",
+            "--cookie-secret", "bench-cookie-secret-0123456789ab", "--cookie-secure=false",
+            "--email-domain", "*", "--skip-provider-button",
+            *_OAUTH2_PROXY_TUNING,
+            *extra,
+        ]  # fmt: skip
+        return self.spawn(name, argv, port)
+
+    # -- the session store of the setups that keep sessions on the server
+    def redis(self) -> str:
+        """Start Debian's redis-server on a free loopback port, nothing saved; return its URL."""
+        port = free_port()
+        argv = [
+            "redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+            "--appendonly", "no", "--dir", str(self.root), "--protected-mode", "no",
+        ]  # fmt: skip
+        self.spawn("redis", argv, port)
+        return f"redis://127.0.0.1:{port}"
 
     # -- us
     def oidcproxy(
@@ -307,6 +354,56 @@ OIDCCacheShmMax 100000
             *extra,
         ]  # fmt: skip
         return self.spawn(name, argv, port)
+
+
+# What a careful operator sets on a 2-core machine (README, Performance, "How the peers are tuned"):
+# - mpm_event, one process per core, each with enough threads for the load's connections, and spare
+#   threads so that no process is started or stopped during a run;
+# - keep-alive on, with no limit on the requests per connection, as nginx and oidcproxy do;
+# - headers large enough for a 4,000-group session cookie (mod_auth_openidc splits it in 4 KB chunks);
+# - the session cookies stripped before the request goes to the application;
+# - the shared-memory cache sized for the sessions: an entry (256 KiB) holds the largest session (the
+#   4,000-group one is about 216 KB sealed), and the 10,000 entries hold every session a run creates
+#   (the login test opens about 1,000 per 10 s repetition, 3,000 in a run), so no session in use is
+#   evicted. A lookup scans the entries in order until it finds its key; the bench's sessions,
+#   created first, are found first.
+_APACHE_TUNING = """
+ServerLimit 2
+StartServers 2
+ThreadLimit 64
+ThreadsPerChild 64
+MaxRequestWorkers 128
+MinSpareThreads 64
+MaxSpareThreads 128
+MaxConnectionsPerChild 0
+KeepAlive On
+KeepAliveTimeout 5
+MaxKeepAliveRequests 0
+LimitRequestFieldSize 524288
+LimitRequestLine 65536
+OIDCCacheType shm
+OIDCCacheShmMax 10000
+OIDCCacheShmEntrySizeMax 262144
+"""
+
+# Its own session cookies are not passed to the application (a 4,000-group session is 50-odd chunks).
+_APACHE_SESSION_COOKIES = " ".join(
+    ["mod_auth_openidc_session", "mod_auth_openidc_session_chunks"]
+    + [f"mod_auth_openidc_session_{i}" for i in range(100)]
+)
+
+# oauth2-proxy's production settings that bear on this bench (README, "How the peers are tuned"):
+# PKCE, the groups claim, identity headers to the upstream, its request and auth logs on (ours logs
+# requests too), no /ping logging. Like ours by default, /oauth2/auth answers 202 with no identity
+# headers (--set-xauthrequest would add them to every proxied response as well).
+_OAUTH2_PROXY_TUNING = (
+    "--scope", "openid email profile",
+    "--code-challenge-method", "S256",
+    "--oidc-groups-claim", "groups",
+    "--pass-user-headers",
+    "--silence-ping-logging",
+    "--reverse-proxy=false",
+)  # fmt: skip
 
 
 def chmod_for_apache(root: Path) -> None:

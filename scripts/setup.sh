@@ -63,3 +63,17 @@ fi
 if command -v go >/dev/null 2>&1 && command -v gcc >/dev/null 2>&1; then
   python3 -c "from tests.support.hydra import ensure_hydra; ensure_hydra()"
 fi
+
+# oauth2-proxy, a peer in the benchmark (bench/servers.py), built from its Go module into the
+# git-ignored .cache/peers/bin (a few minutes on 2 cores, once; niced). Without Go the benchmark skips
+# its setups with a note, and nothing fails.
+OAUTH2_PROXY_VERSION=v7.15.6
+if ! command -v go >/dev/null 2>&1; then
+  echo "setup: no Go toolchain: the benchmark runs without oauth2-proxy" >&2
+elif ! .cache/peers/bin/oauth2-proxy --version 2>/dev/null | grep -q "oauth2-proxy ${OAUTH2_PROXY_VERSION} "; then
+  mkdir -p .cache/peers/bin
+  GOBIN="$PWD/.cache/peers/bin" GOFLAGS=-buildvcs=false nice -n 19 go install \
+    -ldflags="-X github.com/oauth2-proxy/oauth2-proxy/v7/pkg/version.VERSION=${OAUTH2_PROXY_VERSION}" \
+    "github.com/oauth2-proxy/oauth2-proxy/v7@${OAUTH2_PROXY_VERSION}" \
+    || echo "setup: building oauth2-proxy failed: the benchmark runs without it" >&2
+fi
