@@ -13,7 +13,7 @@ import pytest
 
 from oidcproxy.cli import main
 from oidcproxy.config import Settings, load_settings
-from oidcproxy.config_names import OAUTH2_PROXY_ONLY, RENAMED
+from oidcproxy.config.names import OAUTH2_PROXY_ONLY, RENAMED
 from oidcproxy.errors import ConfigError
 
 BASE = [

@@ -3,7 +3,7 @@
 A name nobody defined must stop start-up, because an ignored `OIDCPROXY_ALOWED_GROUP` silently drops
 the restriction it was meant to add. Aliases are oauth2-proxy's spellings (the plural of every
 repeatable option, and a few renamed options), so that moving from oauth2-proxy is a prefix rename.
-Pure: no I/O; imports nothing from oidcproxy.
+Pure: no I/O; imports nothing from oidcproxy. Used by the sources (env, file) and the flag parser.
 """
 
 from __future__ import annotations

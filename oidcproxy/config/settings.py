@@ -1,0 +1,130 @@
+"""The one settings model: every option as a flat field, grouped by concern, checked as a whole.
+
+Settings inherits its fields from one options class per concern (server.py, provider.py, tokens.py,
+cookie.py, access.py, pages.py, edge.py, websocket.py), so `settings.cookie_secret`, `--cookie-secret`,
+`OIDCPROXY_COOKIE_SECRET` and `cookie_secret` in the file stay flat (STYLE C3). Each concern reports
+its own cross-field problems; `Settings.problems` adds the few that join two concerns and the model
+validator reports them all at once. Imports config's own modules and errors only.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Mapping
+from typing import Any, Self
+
+from pydantic import model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from oidcproxy.config.access import AccessOptions
+from oidcproxy.config.cookie import CookieOptions
+from oidcproxy.config.edge import EdgeOptions
+from oidcproxy.config.pages import PageOptions
+from oidcproxy.config.provider import EndpointOptions, ProviderOptions
+from oidcproxy.config.server import RuntimeOptions, ServerOptions
+from oidcproxy.config.sources import EnvironmentSource
+from oidcproxy.config.tokens import BearerOptions, ClaimOptions
+from oidcproxy.config.values import ENV_PREFIX, is_loopback, is_loopback_url
+from oidcproxy.config.websocket import WebSocketOptions
+
+__all__ = ["Settings"]
+
+# Sources built by the caller of Settings.from_sources; a contextvar because pydantic-settings calls
+# settings_customise_sources as a classmethod (its `_build_sources` argument is private and changing).
+_SOURCES: contextvars.ContextVar[tuple[PydanticBaseSettingsSource, ...] | None] = contextvars.ContextVar(
+    "settings_sources", default=None
+)
+
+
+# pydantic orders the fields of several bases from the last base to the first: the concerns are listed
+# bottom-up so that --help, the README table and the Helm schema read server first, WebSockets last.
+class Settings(
+    WebSocketOptions,
+    EdgeOptions,
+    RuntimeOptions,
+    PageOptions,
+    AccessOptions,
+    CookieOptions,
+    BearerOptions,
+    EndpointOptions,
+    ClaimOptions,
+    ProviderOptions,
+    ServerOptions,
+    BaseSettings,
+):
+    """Every option. Help texts are shown by `oidcproxy --help` and in the README table."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="forbid", case_sensitive=False, validate_default=True
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Keyword arguments first; then the sources from_sources was given, else the environment."""
+        return (init_settings, *(_SOURCES.get() or (EnvironmentSource(settings_cls),)))
+
+    @classmethod
+    def from_sources(cls, flags: Mapping[str, Any], *sources: PydanticBaseSettingsSource) -> Self:
+        """Settings from flags over sources already built and read (load_settings: env, then the file)."""
+        token = _SOURCES.set(sources)
+        try:
+            return cls(**flags)
+        finally:
+            _SOURCES.reset(token)
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Self:
+        problems = self.problems()
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    def problems(self) -> list[str]:
+        """Every cross-field problem, concern by concern, then those that join two concerns.
+
+        A first run misses the upstream, the cookie secret, the provider and who may pass: in that order.
+        """
+        return [
+            *ServerOptions.problems(self),
+            *CookieOptions.problems(self),
+            *ProviderOptions.problems(self),
+            *AccessOptions.problems(self),
+            *RuntimeOptions.problems(self),
+            *EdgeOptions.problems(self),
+            *WebSocketOptions.problems(self),
+            *ClaimOptions.problems(self),
+            *EndpointOptions.problems(self),
+            *BearerOptions.problems(self),
+            *PageOptions.problems(self),
+            *self._joint_problems(),
+        ]
+
+    def _joint_problems(self) -> list[str]:
+        """The embedded provider with the listener and the workers; the issuer's scheme; refresh vs expiry."""
+        out: list[str] = []
+        embedded = self.oidc_type == "embedded"
+        if embedded and self.workers > 1:
+            out.append("--workers: the embedded provider keeps its state in one process; use --workers 1")
+        if embedded and not self.dev_idp_allow_remote and not is_loopback(self.http_address):
+            out.append(
+                f"--http-address: {self.http_address} is not a loopback address and the embedded "
+                "development provider must not face users; listen on 127.0.0.1, or pass "
+                "--dev-idp-allow-remote if you really mean it"
+            )
+        issuer = self.oidc_issuer_url
+        if not embedded and issuer.startswith("http://") and not self.insecure_oidc_allow_http:
+            if not is_loopback_url(issuer):
+                out.append(
+                    f"--oidc-issuer-url: {issuer!r} is not https; use https, or pass "
+                    "--insecure-oidc-allow-http for a test provider"
+                )
+        if 0 < self.cookie_refresh and self.cookie_refresh >= self.cookie_expire:
+            out.append("--cookie-refresh: must be shorter than --cookie-expire")
+        return out
