@@ -145,9 +145,9 @@ async def test_sentinel_planned_failover_moves_writes_to_the_new_master(
 ) -> None:
     # No retry: the demoted master closed our pooled connection (as Sentinel does), so the pool
     # asks the sentinels again when it hands the connection out, and the first write goes through.
-    master = sentinel_client(redis_sentinel).master_for(redis_sentinel.master_name)
     sentinel = sentinel_client(redis_sentinel)
-    async with master:
+    master = sentinel.master_for(redis_sentinel.master_name)
+    async with sentinel, master:
         old = redis_sentinel.master_address()
         assert await master.set("session:1", "before", ex=60)
         assert await master.wait(1, 2000) == 1  # the replica has it
@@ -165,8 +165,9 @@ async def test_sentinel_planned_failover_moves_writes_to_the_new_master(
 
 async def test_sentinel_with_passwords_survives_a_killed_master() -> None:
     with start_sentinel(password="data-pw", sentinel_password="sentinel-pw") as topology:
-        master = sentinel_client(topology).master_for(topology.master_name)
-        async with master:
+        sentinel = sentinel_client(topology)
+        master = sentinel.master_for(topology.master_name)
+        async with sentinel, master:
             assert await master.set("session:1", "before", ex=60)
             assert await master.wait(1, 2000) == 1
             old = topology.master()

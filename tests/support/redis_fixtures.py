@@ -4,7 +4,8 @@
   stop, restart and pause it).
 - `redis_factory(**options)`: more standalone servers with `start_redis` options (password,
   username, tls, unix_socket, persist), all stopped at the end of the test.
-- `redis_sentinel`: a master, a replica and three sentinels (function scope; starts in ~0.2 s).
+- `redis_sentinel`: a master, a replica and three sentinels (function scope; starts in ~0.2 s, so
+  each test gets a fresh topology whose first `failover()` takes ~1 s, or ~3 s with kill=True).
 - `redis_cluster`: three masters made by `redis-cli --cluster create` (function scope; ~3 s, most of
   it redis-cli's own one-second polls while the nodes meet).
 
