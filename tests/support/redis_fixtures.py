@@ -34,12 +34,14 @@ __all__ = ["redis_cluster", "redis_factory", "redis_sentinel", "redis_server"]
 
 @pytest.fixture
 def redis_server() -> Iterator[RedisServer]:
+    """A standalone redis-server, no password, no persistence; stop/start/restart/paused()."""
     with start_redis() as server:
         yield server
 
 
 @pytest.fixture
 def redis_factory() -> Iterator[Callable[..., RedisServer]]:
+    """start_redis(**options) for this test: password, username, tls, unix_socket, persist."""
     with contextlib.ExitStack() as stack:
 
         def make(**options: Any) -> RedisServer:
@@ -50,11 +52,13 @@ def redis_factory() -> Iterator[Callable[..., RedisServer]]:
 
 @pytest.fixture
 def redis_sentinel() -> Iterator[RedisSentinel]:
+    """A master, a replica, three sentinels (quorum 2, down-after 1 s); failover(kill=...)."""
     with start_sentinel() as topology:
         yield topology
 
 
 @pytest.fixture
 def redis_cluster() -> Iterator[RedisCluster]:
+    """Three cluster masters, every slot assigned, cluster_state:ok on each."""
     with start_cluster() as cluster:
         yield cluster
