@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the tests and the benchmark need on a machine of this kind: Debian packages (Node.js,
-# nginx, Chromium and its driver, wrk, Apache + mod_auth_openidc), the project with its test and bench
+# nginx, Chromium and its driver, wrk, Apache + mod_auth_openidc, Redis), the project with its test and bench
 # extras, the npm packages under tests/, and helm (built from its Go module) for the chart's tests.
 # Idempotent: installs only what is missing.
 set -euo pipefail
@@ -19,6 +19,11 @@ done
 command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
 [ -x /usr/sbin/apache2 ] || need_apt+=(apache2)
 [ -f /usr/lib/apache2/modules/mod_auth_openidc.so ] || need_apt+=(libapache2-mod-auth-openidc)
+# Real Redis for the session store tests (tests/support/redis.py): standalone, Sentinel and Cluster,
+# started by the tests on loopback (apt does not start a service in this container: policy-rc.d).
+[ -x /usr/bin/redis-server ] || need_apt+=(redis-server)
+[ -x /usr/bin/redis-sentinel ] || need_apt+=(redis-sentinel)
+command -v redis-cli >/dev/null 2>&1 || need_apt+=(redis-tools)
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi

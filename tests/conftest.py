@@ -14,6 +14,9 @@ from tests.factories import echo_app, make_settings
 from tests.support.devidp import dev_login
 from tests.support.nodeidp import NodeIdP, ensure_node_modules, provider_login, start_node_idp
 
+# Real Redis (standalone, Sentinel, Cluster): redis_server, redis_factory, redis_sentinel, redis_cluster.
+pytest_plugins = ["tests.support.redis_fixtures"]
+
 USERS: dict[str, dict[str, Any]] = {
     "alice": {
         "email": "alice@example.com",
