@@ -1,4 +1,4 @@
-"""oidcproxy: an authenticating reverse proxy for OpenID Connect. See DESIGN.md for the map."""
+"""oidcproxy: an authenticating reverse proxy for OpenID Connect. See docs/architecture.md for the map."""
 
 __all__ = ["__version__"]
 

@@ -47,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    from oidcproxy.server import run
+    from oidcproxy.serve import run
 
     return run(settings, announce=lambda line: print(line, flush=True))
 

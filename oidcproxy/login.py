@@ -3,7 +3,7 @@
 The round-trip rides in a short-lived cookie signed and time-limited with itsdangerous, one cookie per
 attempt (named after its state), so two tabs signing in at once do not undo each other. An attempt is
 accepted once by all the workers: its state is added to the SharedState, the only I/O here. Imports
-cookies, errors and sharedstate; no aiohttp.web.
+sessions.cookies, errors and coordination; no aiohttp.web.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from authlib.common.security import generate_token
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from itsdangerous import BadData, TimestampSigner, URLSafeTimedSerializer
 
-from oidcproxy.cookies import CookiePolicy, SetCookie
+from oidcproxy.coordination import SharedState
 from oidcproxy.errors import LoginFailed
 from oidcproxy.model import Clock
-from oidcproxy.sharedstate import SharedState
+from oidcproxy.sessions.cookies import CookiePolicy, SetCookie
 
 __all__ = ["Callback", "LoginAttempt", "LoginFlow", "return_target", "safe_return_to"]
 

@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from oidcproxy.server import build_app
+from oidcproxy.web.app import build_app
 from tests.factories import echo_app, make_settings
 from tests.support.devidp import dev_login
 from tests.support.nodeidp import NodeIdP, ensure_node_modules, provider_login, start_node_idp

@@ -1,4 +1,4 @@
-"""Options of the pages people see (sign-in, signed-out, errors; oidcproxy/pages renders them).
+"""Options of the pages people see (sign-in, signed-out, errors; oidcproxy/web/pages renders them).
 
 One concern of the flat Settings (settings.py), checking its own fields in `problems()`.
 Imports only config.values.

@@ -4,7 +4,8 @@
             proxies, cookie and header sizes against NGINX's default buffers), each naming its fix
     probe   the I/O: discovery, JWKS and one real authorization request; text and JSON reports
 
-Exit codes (cli.py): 0 all well, 1 a problem found, 2 bad configuration. Sits just below cli.
+Exit codes (cli.py): 0 all well, 1 a problem found, 2 bad configuration. Sits just below cli, beside
+serve; uses web only for `base_url`.
 """
 
 from __future__ import annotations

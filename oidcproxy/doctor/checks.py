@@ -21,12 +21,12 @@ from urllib.parse import parse_qs, unquote_plus, urlsplit
 import jwt
 
 from oidcproxy.config import Settings, cookie_key_material, split_address
-from oidcproxy.cookies import CookiePolicy, SetCookie, split_cookie
-from oidcproxy.crypto import KeyRing
 from oidcproxy.forwarded import Edge
 from oidcproxy.model import Identity, Session, Tokens
-from oidcproxy.session import SessionCodec
-from oidcproxy.upstream import Bearer, auth_request_headers
+from oidcproxy.proxy import Bearer, auth_request_headers
+from oidcproxy.sessions.codec import SessionCodec
+from oidcproxy.sessions.cookies import CookiePolicy, SetCookie, split_cookie
+from oidcproxy.sessions.keys import KeyRing
 
 __all__ = [
     "Finding",

@@ -31,7 +31,7 @@ from oidcproxy.doctor.checks import (
 )
 from oidcproxy.model import Clock
 from oidcproxy.oidc import parse_pairs, ssl_context
-from oidcproxy.server import base_url
+from oidcproxy.web import base_url
 
 __all__ = ["Report", "diagnose"]
 

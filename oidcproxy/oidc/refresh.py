@@ -12,7 +12,7 @@ most once by all the workers sharing a SharedState:
 Requests still carrying the old cookie get that result (and its cookie). After reuse_s a rotated token
 is never sent again: the old session serves while its tokens last, then NotAuthenticated without
 clearing the cookie, since the browser already holds the newer one (RefreshSuperseded). Imports
-model, errors, sharedstate and the oidc package only.
+model, errors, coordination and the oidc package only.
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ import logging
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from oidcproxy.coordination import SharedState
 from oidcproxy.errors import IdPUnavailable, LoginFailed, NotAuthenticated, StateUnavailable
 from oidcproxy.model import Clock, Session
 from oidcproxy.oidc.claims import ClaimMapping
 from oidcproxy.oidc.client import OIDCClient, RefreshRefused
-from oidcproxy.sharedstate import SharedState
 
 __all__ = ["RefreshPolicy", "RefreshState", "RefreshSuperseded", "Refresher", "SessionSeal", "refresh_state"]
 

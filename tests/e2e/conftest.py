@@ -18,7 +18,7 @@ import pytest
 import trustme
 from aiohttp.test_utils import TestServer
 
-from oidcproxy.server import build_app
+from oidcproxy.web.app import build_app
 from tests.factories import make_settings
 from tests.support.nginx import Nginx, big_header_upstream, nginx_binary, run_nginx
 from tests.support.nodeidp import NodeIdP, start_node_idp

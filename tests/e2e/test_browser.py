@@ -23,8 +23,8 @@ import pytest
 from aiohttp import web
 
 from oidcproxy.errors import HeadersTooLarge, ProxyError
-from oidcproxy.middleware import page
-from oidcproxy.pages import PageOptions, Pages
+from oidcproxy.web.middleware import page
+from oidcproxy.web.pages import PageOptions, Pages
 from tests.support.browser import (
     SCREENSHOTS,
     Browser,
@@ -411,7 +411,7 @@ def test_banner_footer_logo_and_custom_templates(browser_: Browser, loop: LoopTh
     )
     templates = tmp_path / "templates"
     templates.mkdir()
-    layout = (Path(__file__).resolve().parents[2] / "oidcproxy/pages/layout.html").read_text()
+    layout = (Path(__file__).resolve().parents[2] / "oidcproxy/web/pages/layout.html").read_text()
     (templates / "layout.html").write_text(layout.replace("<body>", '<body class="acme">'))
     site = embedded_proxy(
         loop,

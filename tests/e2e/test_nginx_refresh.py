@@ -15,7 +15,7 @@ import pytest
 from yarl import URL
 
 from oidcproxy.model import FakeClock, system_clock
-from oidcproxy.server import build_app
+from oidcproxy.web.app import build_app
 from tests.e2e.conftest import auth_request_server
 from tests.e2e.test_nginx import _sign_in
 from tests.factories import make_settings

@@ -8,7 +8,7 @@ import sys
 import aiohttp
 from yarl import URL
 
-from oidcproxy.accesslog import redact_query
+from oidcproxy.web.accesslog import redact_query
 from tests.support.devidp import dev_login
 from tests.support.process import stop
 

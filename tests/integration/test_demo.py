@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from oidcproxy.demo import build_demo_app
+from oidcproxy.web.demo import build_demo_app
 
 
 def fake_jwt(claims: dict[str, Any]) -> str:

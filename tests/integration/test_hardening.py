@@ -17,7 +17,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from oidcproxy.upstream import owned_header
+from oidcproxy.proxy import owned_header
 from tests.factories import walk_login
 
 pytestmark = pytest.mark.parametrize("provider", ["node"], indirect=True)

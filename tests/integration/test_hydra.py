@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestServer
 from yarl import URL
 
 from oidcproxy.model import FakeClock, system_clock
-from oidcproxy.server import build_app
+from oidcproxy.web.app import build_app
 from tests.factories import make_settings, walk_login
 from tests.support.hydra import Hydra, hydra_login, hydra_missing, start_hydra
 

@@ -18,7 +18,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from oidcproxy.idp import DevIdP, IdPClient, IdPConfig, build_app
-from oidcproxy.server import build_app as build_proxy
+from oidcproxy.web.app import build_app as build_proxy
 from tests.factories import make_settings
 from tests.support.devidp import dev_login
 

@@ -21,11 +21,11 @@ import jwt
 import pytest
 from aiohttp.test_utils import TestServer
 
-from oidcproxy.appkeys import OIDC
 from oidcproxy.idp import DevIdP, IdPClient, IdPConfig, build_app
 from oidcproxy.model import FakeClock, system_clock
 from oidcproxy.oidc.jwks import KeySet
-from oidcproxy.server import build_app as build_proxy
+from oidcproxy.web.app import build_app as build_proxy
+from oidcproxy.web.appkeys import OIDC
 from tests.factories import make_settings, walk_login
 from tests.support.devidp import dev_login
 

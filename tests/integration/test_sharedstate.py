@@ -11,9 +11,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from oidcproxy.errors import StateUnavailable
-from oidcproxy.model import FakeClock
-from oidcproxy.sharedstate import (
+from oidcproxy.coordination import (
     LocalState,
     SharedState,
     SocketState,
@@ -22,6 +20,8 @@ from oidcproxy.sharedstate import (
     serve_keeper,
     start_keeper,
 )
+from oidcproxy.errors import StateUnavailable
+from oidcproxy.model import FakeClock
 
 
 @pytest.fixture

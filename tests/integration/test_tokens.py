@@ -21,9 +21,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from yarl import URL
 
-from oidcproxy.appkeys import OIDC
 from oidcproxy.model import FakeClock, system_clock
-from oidcproxy.server import build_app
+from oidcproxy.web.app import build_app
+from oidcproxy.web.appkeys import OIDC
 from tests.factories import make_settings, walk_login
 from tests.support.nodeidp import DEFAULT_CLIENT, NodeIdP, provider_login, start_node_idp
 

@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestServer
 from yarl import URL
 
 from oidcproxy.errors import UpstreamTimeout, UpstreamUnavailable
-from oidcproxy.upstream_client import UpstreamBroken, UpstreamClient, UpstreamResponse
+from oidcproxy.proxy import UpstreamBroken, UpstreamClient, UpstreamResponse
 from tests.support.nginx import run_nginx
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]

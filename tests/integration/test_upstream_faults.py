@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from oidcproxy.appkeys import PROXY, SETTINGS
-from oidcproxy.middleware import errors_and_ids, remember_started
-from oidcproxy.server import build_app
+from oidcproxy.web.app import build_app
+from oidcproxy.web.appkeys import PROXY, SETTINGS
+from oidcproxy.web.middleware import errors_and_ids, remember_started
 from tests.factories import make_settings
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]

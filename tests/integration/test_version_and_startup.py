@@ -14,7 +14,7 @@ from pathlib import Path
 import aiohttp
 
 from oidcproxy import __version__
-from oidcproxy.workers import default_workers
+from oidcproxy.serve import default_workers
 from tests.factories import COOKIE_SECRET
 from tests.support.process import stop
 

@@ -12,7 +12,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from oidcproxy.model import FakeClock, system_clock
-from oidcproxy.server import build_app
+from oidcproxy.web.app import build_app
 from tests.factories import make_settings, walk_login
 from tests.support.nginx import CLOSED, big_header_upstream
 

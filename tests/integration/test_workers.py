@@ -19,10 +19,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from oidcproxy.config import cookie_key_material
-from oidcproxy.cookies import CookiePolicy
-from oidcproxy.crypto import KeyRing
 from oidcproxy.model import Identity, Session, Tokens, system_clock
-from oidcproxy.session import CookieSessionStore
+from oidcproxy.sessions.cookies import CookiePolicy
+from oidcproxy.sessions.keys import KeyRing
+from oidcproxy.sessions.store import CookieSessionStore
 from tests.factories import COOKIE_SECRET
 
 _BOUND_S = 30.0

@@ -19,7 +19,7 @@ from aiohttp import web
 from hypothesis import given
 from hypothesis import strategies as st
 
-from oidcproxy.server import build_app
+from oidcproxy.web.app import build_app
 from tests.factories import echo_app, make_settings, walk_login
 from tests.property.conftest import Loop
 from tests.support.devidp import dev_login

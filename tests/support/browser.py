@@ -36,7 +36,7 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
 from oidcproxy.model import system_clock
-from oidcproxy.server import build_app
+from oidcproxy.web.app import build_app
 from tests.factories import make_settings
 
 __all__ = [

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from oidcproxy.workers import cgroup_cpu_quota, default_workers
+from oidcproxy.serve import cgroup_cpu_quota, default_workers
 
 CPUS = len(os.sched_getaffinity(0))
 

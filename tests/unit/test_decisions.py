@@ -8,7 +8,7 @@ from multidict import CIMultiDict
 from oidcproxy.authz import Policy
 from oidcproxy.login import safe_return_to
 from oidcproxy.model import Identity, Tokens
-from oidcproxy.upstream import (
+from oidcproxy.proxy import (
     Bearer,
     HeaderPolicy,
     Route,

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from oidcproxy.cookies import COOKIE_BUDGET, join_cookie, oversize_warning, split_cookie
+from oidcproxy.sessions.cookies import COOKIE_BUDGET, join_cookie, oversize_warning, split_cookie
 
 
 def test_big_session_chunks_round_trip_without_warning(caplog: pytest.LogCaptureFixture) -> None:

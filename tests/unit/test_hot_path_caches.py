@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from multidict import CIMultiDict
 
 from oidcproxy.model import FakeClock, Session
-from oidcproxy.upstream import HeaderPolicy, upstream_headers
+from oidcproxy.proxy import HeaderPolicy, upstream_headers
 from tests.unit.test_session_cache import NOW, jar, session, store_with
 
 

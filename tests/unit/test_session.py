@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-from oidcproxy.cookies import CookiePolicy, join_cookie, split_cookie
-from oidcproxy.crypto import KeyRing
 from oidcproxy.model import FakeClock, Identity, Session, Tokens
-from oidcproxy.session import CookieSessionStore, SessionCodec
+from oidcproxy.sessions import CookieSessionStore, SessionCodec
+from oidcproxy.sessions.cookies import CookiePolicy, join_cookie, split_cookie
+from oidcproxy.sessions.keys import KeyRing
 
 ALICE = Identity("sub-1", "alice@example.com", True, "alice@example.com", "alice", ("admins", "dev"))
 TOKENS = Tokens("id.token.here", "access", "refresh", 1_800_000_300.0)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-from oidcproxy.cookies import CookiePolicy, SetCookie
-from oidcproxy.crypto import KeyRing
 from oidcproxy.model import FakeClock, Identity, Session, Tokens
-from oidcproxy.session import CookieSessionStore, SessionCache
+from oidcproxy.sessions.cookies import CookiePolicy, SetCookie
+from oidcproxy.sessions.keys import KeyRing
+from oidcproxy.sessions.store import CookieSessionStore, SessionCache
 
 NOW = 1_800_000_000.0
 

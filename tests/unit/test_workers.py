@@ -10,7 +10,7 @@ import threading
 import pytest
 
 from oidcproxy.config import Settings
-from oidcproxy.workers import WorkerPolicy, default_workers, log_off_the_loop, reuseport_socket, supervise
+from oidcproxy.serve import WorkerPolicy, default_workers, log_off_the_loop, reuseport_socket, supervise
 from tests.factories import make_settings
 
 

@@ -1,5 +1,6 @@
 """build_app(settings) -> web.Application: the runtime state built once from the settings, the routes,
-and every resource owned through cleanup_ctx. run() serves it.
+and every resource owned through cleanup_ctx. `serve.run` serves it. The one module that knows every
+part: it builds the sessions, coordination, oidc, proxy and idp objects and names them in `appkeys`.
 """
 
 from __future__ import annotations
@@ -8,19 +9,39 @@ import dataclasses
 import functools
 import logging
 import secrets
-import socket
-import sys
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator
 
 import aiohttp
-from aiohttp import web, web_protocol
-from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
-from aiohttp.web_request import BaseRequest
+from aiohttp import web
 
-from oidcproxy import handlers, workers
-from oidcproxy.accesslog import BatchedAccessLogger, flush_all
-from oidcproxy.appkeys import (
+from oidcproxy.authz import Policy
+from oidcproxy.config import Settings, cookie_key_material, split_address
+from oidcproxy.coordination import (
+    LocalState,
+    SocketState,
+)
+from oidcproxy.forwarded import Edge
+from oidcproxy.idp import IdPClient, IdPConfig
+from oidcproxy.idp import build_app as build_idp_app
+from oidcproxy.login import LoginFlow
+from oidcproxy.model import Clock, system_clock
+from oidcproxy.oidc import (
+    BearerVerifier,
+    ClaimMapping,
+    Endpoints,
+    OIDCClient,
+    ProviderConfig,
+    Refresher,
+    RefreshPolicy,
+    parse_pairs,
+    ssl_context,
+)
+from oidcproxy.proxy import Bearer, HeaderPolicy, Route, Router, UpstreamProxy, WebSocketTimeouts
+from oidcproxy.sessions import CookieSessionStore, SessionCodec
+from oidcproxy.sessions.cookies import CookiePolicy
+from oidcproxy.sessions.keys import KeyRing
+from oidcproxy.web import handlers
+from oidcproxy.web.appkeys import (
     BEARER,
     CLAIMS,
     CLOCK,
@@ -34,41 +55,11 @@ from oidcproxy.appkeys import (
     SETTINGS,
     SHARED,
 )
-from oidcproxy.authz import Policy
-from oidcproxy.config import Settings, cookie_key_material, split_address
-from oidcproxy.cookies import CookiePolicy
-from oidcproxy.crypto import KeyRing
-from oidcproxy.demo import build_demo_app
-from oidcproxy.errors import HeadersTooLarge
-from oidcproxy.forwarded import Edge
-from oidcproxy.idp import IdPClient, IdPConfig, warning_text
-from oidcproxy.idp import build_app as build_idp_app
-from oidcproxy.login import LoginFlow
-from oidcproxy.middleware import error_response, errors_and_ids, load_pages, remember_started
-from oidcproxy.model import Clock, system_clock
-from oidcproxy.oidc import (
-    BearerVerifier,
-    ClaimMapping,
-    Endpoints,
-    OIDCClient,
-    ProviderConfig,
-    Refresher,
-    RefreshPolicy,
-    parse_pairs,
-    ssl_context,
-)
-from oidcproxy.pages import Pages
-from oidcproxy.session import CookieSessionStore, SessionCodec
-from oidcproxy.sharedstate import (
-    LocalState,
-    SocketState,
-    keeper_socket,
-    remove_keeper_socket,
-    serve_keeper,
-)
-from oidcproxy.upstream import Bearer, HeaderPolicy, Route, Router, UpstreamProxy, WebSocketTimeouts
+from oidcproxy.web.demo import build_demo_app
+from oidcproxy.web.headerlimit import answer_431, header_limits
+from oidcproxy.web.middleware import errors_and_ids, remember_started
 
-__all__ = ["MAX_FIELD_SIZE", "base_url", "build_app", "run"]
+__all__ = ["MAX_FIELD_SIZE", "base_url", "build_app"]
 
 log = logging.getLogger("oidcproxy")
 
@@ -81,7 +72,7 @@ def build_app(
     """The app; `state_socket` is the keeper's path when this is one of several workers."""
     app = web.Application(
         middlewares=[errors_and_ids],
-        handler_args=_header_limits(settings.max_header_size),
+        handler_args=header_limits(settings.max_header_size),
         client_max_size=1024**2,
     )
     keys = KeyRing([cookie_key_material(settings.cookie_secret.get_secret_value())])
@@ -111,7 +102,7 @@ def build_app(
         settings.allowed_group,
     )
     app[EDGE] = _edge(settings)
-    _answer_431(app, settings.max_header_size)
+    answer_431(app, settings.max_header_size)
     provider = _provider_config(settings)
     if settings.oidc_type == "embedded":
         provider = _mount_embedded_idp(app, settings, provider, clock)
@@ -144,101 +135,6 @@ def _view(edge: Edge, request: web.Request) -> tuple[str, str, str]:
     ext = edge.external(request.headers, peer=peer, scheme=request.scheme, host=request.host)
     chain = request.headers.get("X-Forwarded-For", "") if ext.trusted else ""
     return ext.scheme, ext.host, f"{chain}, {peer}" if chain else peer
-
-
-# -- 431 for oversized headers. aiohttp's parser refuses a header line over max_field_size before any
-# handler or middleware runs, answering a bare 400 from RequestHandler.handle_error; the app's
-# _make_handler is the one hook both web.run_app and test servers go through, so a Server that builds
-# a RequestHandler answering 431 is installed there. The total size is checked once parsed.
-def _header_limits(max_line: int) -> dict[str, Any]:
-    return {"max_field_size": max_line, "max_line_size": max_line, "max_headers": 256}
-
-
-class _HeaderLimitProtocol(web_protocol.RequestHandler):
-    def handle_error(
-        self,
-        request: BaseRequest,
-        status: int = 500,
-        exc: BaseException | None = None,
-        message: str | None = None,
-    ) -> web.StreamResponse:
-        too_many = isinstance(exc, BadHttpMessage) and "Too many headers" in str(exc)
-        if not isinstance(exc, LineTooLong) and not too_many:
-            return super().handle_error(request, status, exc, message)
-        # Not str(exc): it quotes the start of the line, which may be a cookie or a bearer token.
-        why = "too many header lines" if too_many else "a header line over --max-header-size"
-        pages = getattr(self._manager, "pages", None)
-        # The parser failed before any header was kept, so Accept is unknown: the page, which any
-        # client can read (an oversized Cookie line from a browser is the commonest cause).
-        return _too_large(request.remote or "", why, pages)
-
-
-def _too_large(peer: str, why: str, pages: Pages | None) -> web.Response:
-    """431 as the error page (`pages`) or as JSON (None), with a request id in the answer and the log."""
-    rid = secrets.token_hex(8)
-    log.warning(
-        "431 to %s: request headers too large (%s); raise --max-header-size if legitimate [request_id=%s]",
-        peer,
-        why,
-        rid,
-    )
-    public = (
-        f"{HeadersTooLarge.public} A header line may be at most --max-header-size bytes, and all "
-        "headers together twice that. Large sessions or bearer tokens are the usual cause."
-    )
-    response = error_response(HeadersTooLarge(why, public=public), rid, pages)
-    response.headers["X-Request-Id"] = rid
-    response.force_close()
-    return response
-
-
-class _HeaderLimitServer(web.Server):
-    def __init__(self, *args: Any, total_limit: int, pages: Pages | None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        inner = self.request_handler
-        self._total_limit = total_limit
-        self.pages = pages
-
-        async def checked(request: BaseRequest) -> web.StreamResponse:
-            size = sum(len(k) + len(v) + 4 for k, v in request.raw_headers)
-            if size > self._total_limit:
-                html = "text/html" in request.headers.get("Accept", "")
-                why = f"{size} bytes of headers in all"
-                return _too_large(request.remote or "", why, self.pages if html else None)
-            expect = request.headers.get("Expect")
-            if expect is not None and expect.lower() != "100-continue":
-                # aiohttp's own 417 quotes the value, and a non-ASCII one made it a 500 (fuzzing found it).
-                return web.Response(status=417, text="Only Expect: 100-continue is understood.")
-            return await inner(request)
-
-        self.request_handler = checked
-
-    def __call__(self) -> web_protocol.RequestHandler:
-        return _HeaderLimitProtocol(self, loop=self._loop, **self._kwargs)
-
-
-def _answer_431(app: web.Application, max_line: int) -> None:
-    loaded: list[Pages] = []  # the error page's look, read at startup (runners start before serving)
-
-    async def load(app: web.Application) -> None:
-        loaded.append(await load_pages(app[SETTINGS]))
-
-    def make_handler(*, loop: Any = None, **kwargs: Any) -> web.Server:
-        plain = original(loop=loop, **kwargs)
-        return _HeaderLimitServer(
-            plain.request_handler,
-            request_factory=plain.request_factory,
-            handler_cancellation=plain.handler_cancellation,
-            loop=plain._loop,
-            total_limit=2 * max_line,
-            pages=loaded[-1] if loaded else None,
-            **plain._kwargs,
-        )
-
-    app.on_startup.append(load)
-
-    original = app._make_handler
-    setattr(app, "_make_handler", make_handler)  # noqa: B010 - instance hook, see above
 
 
 def _provider_config(settings: Settings) -> ProviderConfig:
@@ -386,56 +282,3 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     await proxy.close()
     if demo is not None:
         await demo.cleanup()
-
-
-def run(settings: Settings, announce: Callable[[str], None] = print) -> int:
-    """Serve until SIGTERM/SIGINT: in this process, or in --workers processes under a supervisor."""
-    host, port = split_address(settings.http_address)
-    if settings.oidc_type == "embedded":
-        print(warning_text(remote=settings.dev_idp_allow_remote), file=sys.stderr, flush=True)
-    count, why = settings.workers or (1 if settings.oidc_type == "embedded" else 0), ""
-    if not count:
-        count, why = workers.default_workers()
-
-    def listening(_: object) -> None:
-        plural = f" ({count} workers)" if count > 1 else ""
-        if why:  # the default: say where the number came from, so a container limit can be checked
-            plural = f" ({count} worker{'s' if count > 1 else ''}: {why})"
-        announce(f"oidcproxy listening on {settings.http_address}{plural}")
-        if settings.dev:
-            announce(f"Open {base_url(settings)}/ and sign in with any email and password.")
-
-    if count == 1:
-        _serve(settings, listening, None, host=host, port=port)
-        return 0
-    # The workers share refresh and login state through a keeper process on a private unix socket,
-    # bound here so that it exists before any worker connects (and outlives a restarted keeper).
-    keeper, path = keeper_socket()
-    try:
-        serve = functools.partial(_serve_on, settings, path)
-        companion = functools.partial(serve_keeper, keeper, workers.new_event_loop)
-        return workers.supervise(host, port, count, serve, on_ready=listening, companion=companion)
-    finally:
-        remove_keeper_socket(keeper, path)
-
-
-def _serve_on(settings: Settings, path: str, sock: socket.socket, ready: Callable[[], None]) -> None:
-    _serve(settings, lambda _: ready(), path, sock=sock)
-
-
-def _serve(
-    settings: Settings, listening: Callable[[str], None] | None, state_socket: str | None, **where: Any
-) -> None:
-    """One process's server: app built here (after any fork), uvloop if installed, logs off the loop."""
-    access_log = logging.getLogger("oidcproxy.access") if settings.request_logging else None
-    with workers.log_off_the_loop():
-        web.run_app(
-            build_app(settings, state_socket=state_socket),
-            print=listening,
-            access_log=access_log,
-            access_log_class=BatchedAccessLogger,
-            loop=workers.new_event_loop(),
-            shutdown_timeout=workers.WorkerPolicy().drain_s,
-            **where,
-        )
-        flush_all()

@@ -1,63 +1,25 @@
-"""Sessions: a versioned compact codec, the SessionStore protocol and the cookie-backed store.
+"""Session stores: the SessionStore protocol, the cookie-backed store and its cache of opened sessions.
 
-The session is JSON (positional, short), deflated when that helps, then sealed with the key ring and
-the cookie name as associated data, so a cookie cannot be replayed under another name. Imports only
-model, crypto and cookies.
+The cookie store keeps the whole session in the browser, sealed by the codec and split over as many
+cookies as it needs; opening one on the hot path does no I/O, and a cache hit no crypto. Imports
+only model and the rest of `sessions`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
-from oidcproxy.cookies import CookiePolicy, SetCookie, chunk_names, join_cookie, split_cookie
-from oidcproxy.crypto import KeyRing
-from oidcproxy.model import Clock, Identity, Session, Tokens
+from oidcproxy.model import Clock, Session
+from oidcproxy.sessions.codec import SessionCodec
+from oidcproxy.sessions.cookies import CookiePolicy, SetCookie, chunk_names, join_cookie, split_cookie
+from oidcproxy.sessions.keys import KeyRing
 
-__all__ = ["CookieSessionStore", "SessionCache", "SessionCodec", "SessionStore"]
+__all__ = ["CookieSessionStore", "SessionCache", "SessionStore"]
 
 log = logging.getLogger("oidcproxy.session")
-
-_V0_PLAIN = b"j"
-_V0_DEFLATED = b"z"
-
-
-class SessionCodec:
-    """Session <-> sealed text. `decode` answers None for anything it cannot trust."""
-
-    __slots__ = ("_aad", "_keys")
-
-    def __init__(self, keys: KeyRing, cookie_name: str) -> None:
-        self._keys = keys
-        self._aad = b"oidcproxy-session:" + cookie_name.encode()
-
-    def encode(self, session: Session) -> str:
-        ident, tok = session.identity, session.tokens
-        fields = [
-            ident.subject, ident.email, ident.email_verified, ident.user, ident.preferred_username,
-            list(ident.groups), tok.id_token, tok.access_token, tok.refresh_token, tok.expires_at,
-            session.created_at, session.expires_at,
-        ]  # fmt: skip
-        raw = json.dumps(fields, separators=(",", ":")).encode()
-        packed = zlib.compress(raw, 6)
-        body = _V0_DEFLATED + packed if len(packed) < len(raw) else _V0_PLAIN + raw
-        return self._keys.seal(body, self._aad)
-
-    def decode(self, sealed: str) -> Session | None:
-        body = self._keys.open(sealed, self._aad)
-        if body is None:
-            return None
-        try:
-            raw = zlib.decompress(body[1:]) if body[:1] == _V0_DEFLATED else body[1:]
-            (sub, email, verified, user, pref, groups, idt, at, rt, texp, created, exp) = json.loads(raw)
-            identity = Identity(sub, email, bool(verified), user, pref, tuple(groups))
-            return Session(identity, Tokens(idt, at, rt, float(texp)), float(created), float(exp))
-        except (ValueError, TypeError, zlib.error):
-            return None
 
 
 class SessionCache:

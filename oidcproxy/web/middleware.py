@@ -4,6 +4,7 @@ A NotAuthenticated on a browser navigation becomes a redirect to sign in; API cl
 An error after a response has started (see `remember_started`) is never rendered: the connection is cut.
 Details go to the log with the request id, never to the page (unless --show-debug-on-error).
 `pages(request)` gives the rendered-page maker for the app's settings, loaded once off the event loop.
+Imports appkeys, pages, config, errors and forwarded.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from oidcproxy.appkeys import EDGE, REQUEST_ID, SETTINGS, STARTED
 from oidcproxy.config import Settings
 from oidcproxy.errors import (
     BadRequest,
@@ -28,7 +28,8 @@ from oidcproxy.errors import (
     ResponseCut,
 )
 from oidcproxy.forwarded import target_form
-from oidcproxy.pages import PageOptions, Pages
+from oidcproxy.web.appkeys import EDGE, REQUEST_ID, SETTINGS, STARTED
+from oidcproxy.web.pages import PageOptions, Pages
 
 __all__ = [
     "PAGE_HEADERS",

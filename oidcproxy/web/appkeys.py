@@ -1,4 +1,5 @@
-"""Every web.AppKey: the only place shared application state is named and typed."""
+"""Every web.AppKey: the only place shared application state is named and typed. Imports the parts
+whose objects the app holds (sessions, coordination, oidc, proxy, the pure decisions, config)."""
 
 from __future__ import annotations
 
@@ -6,14 +7,14 @@ from aiohttp import web
 
 from oidcproxy.authz import Policy
 from oidcproxy.config import Settings
-from oidcproxy.cookies import SetCookie
+from oidcproxy.coordination import SharedState
 from oidcproxy.forwarded import Edge
 from oidcproxy.login import LoginFlow
 from oidcproxy.model import Clock
 from oidcproxy.oidc import BearerVerifier, ClaimMapping, OIDCClient, Refresher
-from oidcproxy.session import CookieSessionStore
-from oidcproxy.sharedstate import SharedState
-from oidcproxy.upstream import UpstreamProxy
+from oidcproxy.proxy import UpstreamProxy
+from oidcproxy.sessions.cookies import SetCookie
+from oidcproxy.sessions.store import CookieSessionStore
 
 __all__ = [
     "BEARER",

@@ -1,6 +1,7 @@
 """Handlers: /oauth2/* endpoints, ping/ready, and the gate in front of every other path.
 
 Thin: read the request, call the domain, build the response. Status codes come from the error tree.
+Imports the domain parts, appkeys and middleware; never app (assembly) or headerlimit.
 """
 
 from __future__ import annotations
@@ -11,7 +12,14 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from oidcproxy.appkeys import (
+from oidcproxy.errors import Forbidden, IdPUnavailable, LoginFailed, NotAuthenticated
+from oidcproxy.forwarded import External, callback_url
+from oidcproxy.login import return_target
+from oidcproxy.model import Identity, Session, Tokens
+from oidcproxy.oidc import RefreshRefused, RefreshSuperseded, bearer_token, refresh_state
+from oidcproxy.proxy import auth_request_headers, is_websocket_upgrade
+from oidcproxy.sessions.cookies import SetCookie, secure_attribute
+from oidcproxy.web.appkeys import (
     BEARER,
     CLAIMS,
     CLOCK,
@@ -25,14 +33,7 @@ from oidcproxy.appkeys import (
     SET_COOKIES,
     SETTINGS,
 )
-from oidcproxy.cookies import SetCookie, secure_attribute
-from oidcproxy.errors import Forbidden, IdPUnavailable, LoginFailed, NotAuthenticated
-from oidcproxy.forwarded import External, callback_url
-from oidcproxy.login import return_target
-from oidcproxy.middleware import page, pages, redirect
-from oidcproxy.model import Identity, Session, Tokens
-from oidcproxy.oidc import RefreshRefused, RefreshSuperseded, bearer_token, refresh_state
-from oidcproxy.upstream import auth_request_headers, is_websocket_upgrade
+from oidcproxy.web.middleware import page, pages, redirect
 
 __all__ = [
     "apply_cookies",

@@ -1,12 +1,14 @@
-"""Process plumbing: N workers on one address (SO_REUSEPORT) under a supervising parent, uvloop when it
-is installed, and logging that writes from a thread instead of the event loop.
+"""Serving: `run(settings)` in this process or in N workers on one address under a supervisor.
 
-The parent binds the address first (a busy port fails before anything forks, and port 0 is resolved
-once), forks the workers, restarts a worker that dies, and on SIGTERM or SIGINT forwards SIGTERM to
-every worker and waits for their graceful drain. Sessions live in cookies; what the workers do share
-(one refresh per session, a login state used once) lives in a `companion` process the parent forks
-first, restarts when it dies and stops only after the workers drained (server.py makes it the
-sharedstate keeper). Imports nothing from oidcproxy.
+Process plumbing: the workers share one address (SO_REUSEPORT) under a supervising parent, uvloop
+when it is installed, and logging that writes from a thread instead of the event loop. The parent
+binds the address first (a busy port fails before anything forks, and port 0 is resolved once), forks
+the workers, restarts a worker that dies, and on SIGTERM or SIGINT forwards SIGTERM to every worker
+and waits for their graceful drain. Sessions live in cookies; what the workers do share (one refresh
+per session, a login state used once) lives in a `companion` process the parent forks first, restarts
+when it dies and stops only after the workers drained: the coordination keeper. Only `run` and
+`_serve` import from oidcproxy (config, coordination, idp's warning, web); the plumbing below them
+imports nothing from it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import logging
 import logging.handlers
 import math
@@ -24,13 +27,23 @@ import pathlib
 import queue
 import signal
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
+from aiohttp import web
+
+from oidcproxy.config import Settings, split_address
+from oidcproxy.coordination import keeper_socket, remove_keeper_socket, serve_keeper
+from oidcproxy.idp import warning_text
+from oidcproxy.web import base_url, build_app
+from oidcproxy.web.accesslog import BatchedAccessLogger, flush_all
+
 __all__ = [
+    "run",
     "WorkerPolicy",
     "cgroup_cpu_quota",
     "default_workers",
@@ -44,6 +57,59 @@ log = logging.getLogger("oidcproxy.workers")
 
 Serve = Callable[[socket.socket, Callable[[], None]], None]
 """serve(sock, ready): serve on the bound socket until SIGTERM; call ready() once it accepts."""
+
+
+def run(settings: Settings, announce: Callable[[str], None] = print) -> int:
+    """Serve until SIGTERM/SIGINT: in this process, or in --workers processes under a supervisor."""
+    host, port = split_address(settings.http_address)
+    if settings.oidc_type == "embedded":
+        print(warning_text(remote=settings.dev_idp_allow_remote), file=sys.stderr, flush=True)
+    count, why = settings.workers or (1 if settings.oidc_type == "embedded" else 0), ""
+    if not count:
+        count, why = default_workers()
+
+    def listening(_: object) -> None:
+        plural = f" ({count} workers)" if count > 1 else ""
+        if why:  # the default: say where the number came from, so a container limit can be checked
+            plural = f" ({count} worker{'s' if count > 1 else ''}: {why})"
+        announce(f"oidcproxy listening on {settings.http_address}{plural}")
+        if settings.dev:
+            announce(f"Open {base_url(settings)}/ and sign in with any email and password.")
+
+    if count == 1:
+        _serve(settings, listening, None, host=host, port=port)
+        return 0
+    # The workers share refresh and login state through a keeper process on a private unix socket,
+    # bound here so that it exists before any worker connects (and outlives a restarted keeper).
+    keeper, path = keeper_socket()
+    try:
+        serve = functools.partial(_serve_on, settings, path)
+        companion = functools.partial(serve_keeper, keeper, new_event_loop)
+        return supervise(host, port, count, serve, on_ready=listening, companion=companion)
+    finally:
+        remove_keeper_socket(keeper, path)
+
+
+def _serve_on(settings: Settings, path: str, sock: socket.socket, ready: Callable[[], None]) -> None:
+    _serve(settings, lambda _: ready(), path, sock=sock)
+
+
+def _serve(
+    settings: Settings, listening: Callable[[str], None] | None, state_socket: str | None, **where: Any
+) -> None:
+    """One process's server: app built here (after any fork), uvloop if installed, logs off the loop."""
+    access_log = logging.getLogger("oidcproxy.access") if settings.request_logging else None
+    with log_off_the_loop():
+        web.run_app(
+            build_app(settings, state_socket=state_socket),
+            print=listening,
+            access_log=access_log,
+            access_log_class=BatchedAccessLogger,
+            loop=new_event_loop(),
+            shutdown_timeout=WorkerPolicy().drain_s,
+            **where,
+        )
+        flush_all()
 
 
 @dataclass(frozen=True, slots=True)

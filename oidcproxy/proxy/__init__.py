@@ -1,0 +1,51 @@
+"""The reverse proxy: which upstream serves a path, what it is sent, and the bytes both ways.
+
+    headers     pure header policy: what goes upstream, what /oauth2/auth answers, owned headers
+    routes      pure: path prefix -> upstream origin, origin-form targets only
+    http        UpstreamProxy: streams a request and its answer, owns the connection pools
+    websocket   the WebSocket relay: handshake, a pump each way, the session/idle watchdog
+    client      our HTTP/1.1 client (keep-alive pool per origin)
+    connection  one upstream connection and the response it carries (llhttp)
+
+Decides nothing about who may pass: the gate in `web` did. Imports config, errors and model.
+"""
+
+from __future__ import annotations
+
+from oidcproxy.proxy.client import UpstreamClient
+from oidcproxy.proxy.connection import UpstreamBroken, UpstreamResponse
+from oidcproxy.proxy.headers import (
+    HOP_BY_HOP,
+    OWNED_HEADERS,
+    Bearer,
+    HeaderPolicy,
+    auth_request_headers,
+    is_websocket_upgrade,
+    owned_header,
+    strip_cookies,
+    upstream_headers,
+)
+from oidcproxy.proxy.http import UpstreamProxy, View
+from oidcproxy.proxy.routes import Route, Router, upstream_url
+from oidcproxy.proxy.websocket import WebSocketTimeouts
+
+__all__ = [
+    "HOP_BY_HOP",
+    "OWNED_HEADERS",
+    "Bearer",
+    "HeaderPolicy",
+    "Route",
+    "Router",
+    "UpstreamBroken",
+    "UpstreamClient",
+    "UpstreamProxy",
+    "UpstreamResponse",
+    "View",
+    "WebSocketTimeouts",
+    "auth_request_headers",
+    "is_websocket_upgrade",
+    "owned_header",
+    "strip_cookies",
+    "upstream_headers",
+    "upstream_url",
+]

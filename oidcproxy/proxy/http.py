@@ -1,0 +1,171 @@
+"""UpstreamProxy: streams a request to its route's upstream and the answer back, without buffering.
+
+Plain HTTP goes through our own client (`client`); WebSockets through aiohttp's ws_connect and the
+relay in `websocket`. Uses aiohttp.web because it moves bytes between two sockets; decides nothing
+about who may pass (the gate did) nor which headers go (`headers` did). Imports config, errors,
+model and the rest of `proxy`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import Callable
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+from yarl import URL
+
+from oidcproxy.errors import NotFound, ResponseCut, UpstreamTimeout, UpstreamUnavailable
+from oidcproxy.model import Clock, Identity, Tokens, system_clock
+from oidcproxy.proxy.client import UpstreamClient
+from oidcproxy.proxy.connection import UpstreamBroken
+from oidcproxy.proxy.headers import (
+    HeaderPolicy,
+    identity_header_block,
+    is_websocket_upgrade,
+    response_headers,
+    upstream_headers,
+)
+from oidcproxy.proxy.routes import Router, upstream_url
+from oidcproxy.proxy.websocket import WebSocketTimeouts, connect, relay
+
+__all__ = ["UpstreamProxy", "View"]
+
+# (scheme, host, X-Forwarded-For) to tell the upstream: what the request looked like to the browser.
+View = Callable[[web.Request], tuple[str, str, str]]
+
+
+def _direct_view(request: web.Request) -> tuple[str, str, str]:
+    return request.scheme, request.host, request.remote or ""
+
+
+class _ProxiedResponse(web.StreamResponse):
+    """Holds the status line and headers back until the first body chunk, so a small answer leaves in
+    one write instead of two (web.Response does the same; measured in bench/). Still streams."""
+
+    _send_headers_immediately = False
+
+
+class UpstreamProxy:
+    """Streams a request to its route's upstream and the answer back; owns the connection pool."""
+
+    def __init__(
+        self,
+        router: Router,
+        policy: HeaderPolicy,
+        *,
+        response_timeout_s: float = 30.0,
+        connect_timeout_s: float = 10.0,
+        max_field_size: int = 65536,
+        view: View = _direct_view,
+        websocket: WebSocketTimeouts = WebSocketTimeouts(),
+        clock: Clock = system_clock,
+    ) -> None:
+        self.router = router
+        self.policy = policy
+        self._response_timeout_s = response_timeout_s
+        self._connect_timeout_s = connect_timeout_s
+        self._max_field_size = max_field_size
+        self._view = view
+        self._ws = websocket
+        self._clock = clock
+        self._http: aiohttp.ClientSession | None = None
+        self._client = UpstreamClient(connect_timeout_s=connect_timeout_s, max_field_size=max_field_size)
+        # Responses cut after their status line was sent, by who failed: "upstream" or "client".
+        self.cut: collections.Counter[str] = collections.Counter()
+
+    async def start(self) -> None:
+        # No cap per host: every open WebSocket holds one upstream connection for its lifetime, so a cap
+        # of 512 stalled the 513th WebSocket of a worker (bench/: 10,000 idle WebSockets). Keep-alive
+        # connections are bounded by the client's own concurrency, as with nginx's upstream keepalive.
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30)
+        self._http = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout_s),
+            auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+            max_field_size=self._max_field_size,
+            max_line_size=self._max_field_size,
+        )
+
+    async def close(self) -> None:
+        await self._client.close()
+        if self._http is not None:
+            await self._http.close()
+
+    async def handle(
+        self,
+        request: web.Request,
+        identity: Identity | None,
+        tokens: Tokens | None,
+        *,
+        expires_at: float | None = None,
+    ) -> web.StreamResponse:
+        """Proxy `request`; a WebSocket is closed with 1008 once `expires_at` (the session's end) passes."""
+        route = self.router.match(request.path)
+        if route is None:
+            raise NotFound(f"no --upstream serves {request.path}")
+        scheme, host, forwarded_for = self._view(request)
+        websocket = is_websocket_upgrade(request.headers)
+        # Plain HTTP: the identity headers go out as bytes serialised once per session (below).
+        headers = upstream_headers(
+            request.headers,
+            policy=self.policy,
+            identity=identity if websocket else None,
+            tokens=tokens if websocket else None,
+            peer=forwarded_for,
+            scheme=scheme,
+            host=host,
+        )
+        url = upstream_url(route.base, request.raw_path)
+        if websocket:
+            assert self._http is not None  # noqa: S101 - started by the app's cleanup context
+            upstream = await connect(self._http, request, url, headers, self._ws)
+            return await relay(request, upstream, self._ws, self._clock, expires_at)
+        block = b""
+        if identity is not None and tokens is not None:
+            block = identity_header_block(self.policy, identity, tokens)
+        return await self._http_request(request, url, headers, block)
+
+    async def _http_request(
+        self, request: web.Request, url: URL, headers: CIMultiDict[str], identity: bytes = b""
+    ) -> web.StreamResponse:
+        # Our own HTTP/1.1 client (upstream_client): aiohttp's ClientSession machinery was ~30 % of a
+        # proxied GET under py-spy. Body framing follows the client's: Content-Length if it sent one.
+        body = request.content.iter_chunked(65536) if request.body_exists else None
+        try:
+            async with asyncio.timeout(self._response_timeout_s):
+                upstream = await self._client.request(
+                    request.method, url, headers.items(), body, serialized=identity
+                )
+        except TimeoutError as exc:
+            raise UpstreamTimeout(f"{url.origin()} gave no answer in {self._response_timeout_s:g}s") from exc
+        relayed = 0
+        try:
+            response = _ProxiedResponse(status=upstream.status, reason=upstream.reason or None)
+            response.headers.extend(response_headers(upstream.headers()))
+            await response.prepare(request)
+            chunk = await upstream.read()
+            while not upstream.at_eof:
+                await response.write(chunk)  # waits for the client to drain: a slow reader slows us
+                relayed += len(chunk)
+                chunk = await upstream.read()
+            await response.write_eof(chunk)  # the last piece and the end in one write
+            return response
+        # From here on the status line may have gone: errors become ResponseCut, which the middleware
+        # answers by cutting the connection, never with a second response.
+        except (UpstreamBroken, UpstreamUnavailable) as exc:
+            raise self._cut(
+                "upstream", f"upstream {url.origin()} failed after {relayed} bytes: {exc}"
+            ) from exc
+        except ConnectionError as exc:
+            raise self._cut("client", f"client left after {relayed} bytes from {url.origin()}") from exc
+        finally:
+            upstream.release()
+
+    def _cut(self, side: str, detail: str) -> ResponseCut:
+        self.cut[side] += 1
+        return ResponseCut(detail)

@@ -1,0 +1,53 @@
+"""The session codec: a session as sealed text, versioned, compact, bound to the cookie name.
+
+The session is JSON (positional, short), deflated when that helps, then sealed with the key ring and
+the cookie name as associated data, so a cookie cannot be replayed under another name. Any store
+keeps what this makes. Imports only model and keys.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+
+from oidcproxy.model import Identity, Session, Tokens
+from oidcproxy.sessions.keys import KeyRing
+
+__all__ = ["SessionCodec"]
+
+_V0_PLAIN = b"j"
+_V0_DEFLATED = b"z"
+
+
+class SessionCodec:
+    """Session <-> sealed text. `decode` answers None for anything it cannot trust."""
+
+    __slots__ = ("_aad", "_keys")
+
+    def __init__(self, keys: KeyRing, cookie_name: str) -> None:
+        self._keys = keys
+        self._aad = b"oidcproxy-session:" + cookie_name.encode()
+
+    def encode(self, session: Session) -> str:
+        ident, tok = session.identity, session.tokens
+        fields = [
+            ident.subject, ident.email, ident.email_verified, ident.user, ident.preferred_username,
+            list(ident.groups), tok.id_token, tok.access_token, tok.refresh_token, tok.expires_at,
+            session.created_at, session.expires_at,
+        ]  # fmt: skip
+        raw = json.dumps(fields, separators=(",", ":")).encode()
+        packed = zlib.compress(raw, 6)
+        body = _V0_DEFLATED + packed if len(packed) < len(raw) else _V0_PLAIN + raw
+        return self._keys.seal(body, self._aad)
+
+    def decode(self, sealed: str) -> Session | None:
+        body = self._keys.open(sealed, self._aad)
+        if body is None:
+            return None
+        try:
+            raw = zlib.decompress(body[1:]) if body[:1] == _V0_DEFLATED else body[1:]
+            (sub, email, verified, user, pref, groups, idt, at, rt, texp, created, exp) = json.loads(raw)
+            identity = Identity(sub, email, bool(verified), user, pref, tuple(groups))
+            return Session(identity, Tokens(idt, at, rt, float(texp)), float(created), float(exp))
+        except (ValueError, TypeError, zlib.error):
+            return None
