@@ -11,7 +11,7 @@ from multidict import CIMultiDict
 
 from oidcproxy.model import FakeClock, Session
 from oidcproxy.proxy import HeaderCaches, HeaderPolicy, upstream_headers
-from tests.unit.test_session_cache import NOW, jar, session, store_with
+from tests.support.sessions import NOW, jar, session, store_with
 
 
 def cookie_header(cookies: Mapping[str, str]) -> str:
