@@ -20,7 +20,6 @@ from aiohttp.web_request import BaseRequest
 
 from oidcproxy.aiohttp_internals import Handler, ParseErrorAnswer, hook_servers, too_many_headers
 from oidcproxy.errors import HeadersTooLarge
-from oidcproxy.web.appkeys import SETTINGS
 from oidcproxy.web.middleware import error_response, load_pages
 from oidcproxy.web.pages import Pages
 
@@ -39,7 +38,7 @@ def answer_431(app: web.Application, max_line: int) -> None:
     loaded: list[Pages] = []  # the error page's look, read at startup (runners start before serving)
 
     async def load(app: web.Application) -> None:
-        loaded.append(await load_pages(app[SETTINGS]))
+        loaded.append(await load_pages(app))
 
     def pages() -> Pages | None:
         return loaded[-1] if loaded else None
