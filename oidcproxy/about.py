@@ -85,6 +85,6 @@ def _httptools() -> Speedup:
 def _aiohttp_c() -> Speedup:
     from aiohttp import http_parser
 
-    compiled = http_parser.HttpRequestParser.__module__ == "aiohttp._http_parser"
+    compiled = http_parser.HttpRequestParser is not http_parser.HttpRequestParserPy  # public names
     note = "parses incoming requests" if compiled else "pure Python (AIOHTTP_NO_EXTENSIONS set, or no wheel)"
     return Speedup("llhttp (aiohttp C parser)", compiled, _version("aiohttp") if compiled else "", note)

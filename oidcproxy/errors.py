@@ -3,7 +3,11 @@
 ProxyError (500 internal error)
 ├── BadRequest (400)
 │   └── LoginFailed (400, offers to start again)
+│       ├── TokenInvalid (a token failed a check; the detail names which)
+│       └── TokenRefused (the token endpoint answered 4xx; `error` is its RFC 6749 code)
+│           └── RefreshRefused (a refresh that will never be granted: the session ends)
 ├── NotAuthenticated (401; browsers are redirected to sign in)
+│   └── RefreshSuperseded (an old cookie whose refresh token was already redeemed; cookie kept)
 ├── NotFound (404, no upstream route)
 ├── Forbidden (403)
 ├── HeadersTooLarge (431)
@@ -11,10 +15,17 @@ ProxyError (500 internal error)
 │   └── IdPUnreachable (503 with Retry-After: no answer at all, refused or timed out)
 ├── StateUnavailable (503 with Retry-After, the state the workers share)
 ├── UpstreamUnavailable (502)
+│   └── UpstreamBroken (the upstream failed mid-answer; the proxy turns it into ResponseCut)
 ├── UpstreamTimeout (504)
 └── ResponseCut (never rendered: the status line had gone out, so the connection is cut instead)
 
 ConfigError is not rendered: the command line prints it and exits 2.
+
+Every exception that crosses a module boundary is here. Two are private and never leave their module
+or package, so they live beside their only raiser and catcher:
+- `proxy.connection._ConnectionLost` (an UpstreamUnavailable): a pooled connection closed before any
+  answer; `proxy.client` retries the request once and otherwise lets it out as UpstreamUnavailable.
+- `idp.standalone._Refused`: a start-up refusal of the standalone provider, printed by its caller.
 """
 
 from __future__ import annotations
@@ -32,8 +43,13 @@ __all__ = [
     "NotAuthenticated",
     "NotFound",
     "ProxyError",
+    "RefreshRefused",
+    "RefreshSuperseded",
     "ResponseCut",
     "StateUnavailable",
+    "TokenInvalid",
+    "TokenRefused",
+    "UpstreamBroken",
     "UpstreamTimeout",
     "UpstreamUnavailable",
 ]
@@ -67,9 +83,29 @@ class LoginFailed(BadRequest):
     public = "Your sign-in expired or was already used. Please start again."
 
 
+class TokenInvalid(LoginFailed):
+    """A token failed a check; the detail names which."""
+
+
+class TokenRefused(LoginFailed):
+    """The token endpoint answered 4xx; `error` is its RFC 6749 5.2 error code."""
+
+    def __init__(self, detail: str, error: str) -> None:
+        super().__init__(detail)
+        self.error = error
+
+
+class RefreshRefused(TokenRefused):
+    """A refresh the provider will never grant (invalid_grant, invalid_client): the session ends."""
+
+
 class NotAuthenticated(ProxyError):
     status, title = 401, "Sign-in required"
     public = "You need to sign in to see this page."
+
+
+class RefreshSuperseded(NotAuthenticated):
+    """An old cookie whose refresh token another request already redeemed: sign in, keep the cookie."""
 
 
 class Forbidden(ProxyError):
@@ -104,6 +140,13 @@ class StateUnavailable(ProxyError):
 class UpstreamUnavailable(ProxyError):
     status, title = 502, "Application unavailable"
     public = "The application behind this proxy could not be reached. Try again in a moment."
+
+
+class UpstreamBroken(UpstreamUnavailable):
+    """The upstream connection failed after the answer had begun (truncated body, bad framing).
+
+    Only ever seen as ResponseCut: the status line may have gone to the client already.
+    """
 
 
 class UpstreamTimeout(ProxyError):

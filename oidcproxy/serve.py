@@ -40,7 +40,7 @@ from oidcproxy.config import Settings, split_address
 from oidcproxy.coordination import keeper_socket, remove_keeper_socket, serve_keeper
 from oidcproxy.idp import warning_text
 from oidcproxy.web import base_url, build_app
-from oidcproxy.web.accesslog import BatchedAccessLogger, flush_all
+from oidcproxy.web.accesslog import batched_access_log
 
 __all__ = [
     "run",
@@ -99,17 +99,18 @@ def _serve(
 ) -> None:
     """One process's server: app built here (after any fork), uvloop if installed, logs off the loop."""
     access_log = logging.getLogger("oidcproxy.access") if settings.request_logging else None
+    access_log_class, flush_access_log = batched_access_log()
     with log_off_the_loop():
         web.run_app(
             build_app(settings, state_socket=state_socket),
             print=listening,
             access_log=access_log,
-            access_log_class=BatchedAccessLogger,
+            access_log_class=access_log_class,
             loop=new_event_loop(),
             shutdown_timeout=WorkerPolicy().drain_s,
             **where,
         )
-        flush_all()
+        flush_access_log()
 
 
 @dataclass(frozen=True, slots=True)

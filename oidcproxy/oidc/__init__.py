@@ -9,9 +9,8 @@ Bearer` JWTs. Nothing here blocks the event loop.
 
 from oidcproxy.oidc.bearer import BearerVerifier, bearer_token
 from oidcproxy.oidc.claims import ClaimMapping, parse_pairs
-from oidcproxy.oidc.client import Endpoints, OIDCClient, ProviderConfig, RefreshRefused, ssl_context
-from oidcproxy.oidc.refresh import Refresher, RefreshPolicy, RefreshSuperseded, SessionSeal, refresh_state
-from oidcproxy.oidc.tokens import TokenInvalid
+from oidcproxy.oidc.client import Endpoints, OIDCClient, ProviderConfig, ssl_context
+from oidcproxy.oidc.refresh import Refresher, RefreshPolicy, SessionSeal, refresh_state
 
 __all__ = [
     "BearerVerifier",
@@ -20,11 +19,8 @@ __all__ = [
     "OIDCClient",
     "ProviderConfig",
     "RefreshPolicy",
-    "RefreshRefused",
-    "RefreshSuperseded",
     "Refresher",
     "SessionSeal",
-    "TokenInvalid",
     "bearer_token",
     "parse_pairs",
     "refresh_state",

@@ -16,10 +16,10 @@ from typing import Any
 import aiohttp
 import jwt
 
-from oidcproxy.errors import NotAuthenticated
+from oidcproxy.errors import NotAuthenticated, TokenInvalid
 from oidcproxy.model import Clock
 from oidcproxy.oidc.client import OIDCClient, ProviderConfig
-from oidcproxy.oidc.tokens import TokenCheck, TokenInvalid, is_jwt
+from oidcproxy.oidc.tokens import TokenCheck, is_jwt
 
 __all__ = ["BearerVerifier", "bearer_token"]
 

@@ -18,7 +18,7 @@ from urllib.parse import quote
 import aiohttp
 from authlib.common.urls import add_params_to_uri
 
-from oidcproxy.errors import IdPUnavailable, LoginFailed
+from oidcproxy.errors import IdPUnavailable, LoginFailed, RefreshRefused, TokenInvalid, TokenRefused
 from oidcproxy.model import Clock, Tokens
 from oidcproxy.oidc.claims import missing_profile_claims
 from oidcproxy.oidc.jwks import KeySet
@@ -26,30 +26,17 @@ from oidcproxy.oidc.metadata import MAX_RESPONSE_BYTES, ProviderMetadata, provid
 from oidcproxy.oidc.tokens import (
     ASYMMETRIC,
     TokenCheck,
-    TokenInvalid,
     check_claims,
     is_jwt,
     unverified_header,
 )
 
-__all__ = ["Endpoints", "OIDCClient", "ProviderConfig", "RefreshRefused", "TokenRefused", "ssl_context"]
+__all__ = ["Endpoints", "OIDCClient", "ProviderConfig", "ssl_context"]
 
 log = logging.getLogger("oidcproxy.oidc")
 
 # RFC 6749 5.2: errors after which retrying the same refresh token cannot succeed.
 _FATAL = frozenset({"invalid_grant", "invalid_client", "unauthorized_client", "unsupported_grant_type"})
-
-
-class TokenRefused(LoginFailed):
-    """The token endpoint answered 4xx; `error` is its RFC 6749 5.2 error code."""
-
-    def __init__(self, detail: str, error: str) -> None:
-        super().__init__(detail)
-        self.error = error
-
-
-class RefreshRefused(TokenRefused):
-    """A refresh the provider will never grant (invalid_grant, invalid_client): the session ends."""
 
 
 def ssl_context(ca_files: Iterable[str]) -> ssl.SSLContext:

@@ -22,10 +22,9 @@ from typing import Any
 import aiohttp
 import jwt
 
-from oidcproxy.errors import IdPUnavailable
+from oidcproxy.errors import IdPUnavailable, TokenInvalid
 from oidcproxy.model import Clock
 from oidcproxy.oidc.metadata import MAX_RESPONSE_BYTES, get_json
-from oidcproxy.oidc.tokens import TokenInvalid
 
 __all__ = ["KeySet", "cache_ttl", "parse_keys"]
 

@@ -26,12 +26,18 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from oidcproxy.coordination import SharedState
-from oidcproxy.errors import IdPUnavailable, LoginFailed, NotAuthenticated, StateUnavailable
+from oidcproxy.errors import (
+    IdPUnavailable,
+    LoginFailed,
+    RefreshRefused,
+    RefreshSuperseded,
+    StateUnavailable,
+)
 from oidcproxy.model import Clock, Session
 from oidcproxy.oidc.claims import ClaimMapping
-from oidcproxy.oidc.client import OIDCClient, RefreshRefused
+from oidcproxy.oidc.client import OIDCClient
 
-__all__ = ["RefreshPolicy", "RefreshState", "RefreshSuperseded", "Refresher", "SessionSeal", "refresh_state"]
+__all__ = ["RefreshPolicy", "RefreshState", "Refresher", "SessionSeal", "refresh_state"]
 
 log = logging.getLogger("oidcproxy.refresh")
 
@@ -44,10 +50,6 @@ class SessionSeal(Protocol):
 
     def encode(self, session: Session) -> str: ...
     def decode(self, sealed: str) -> Session | None: ...
-
-
-class RefreshSuperseded(NotAuthenticated):
-    """An old cookie whose refresh token another request already redeemed: sign in, keep the cookie."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,9 +14,9 @@ from typing import Any
 
 import jwt
 
-from oidcproxy.errors import LoginFailed
+from oidcproxy.errors import TokenInvalid
 
-__all__ = ["ASYMMETRIC", "TokenCheck", "TokenInvalid", "check_claims", "is_jwt", "unverified_header"]
+__all__ = ["ASYMMETRIC", "TokenCheck", "check_claims", "is_jwt", "unverified_header"]
 
 ASYMMETRIC = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
@@ -26,10 +26,6 @@ _NO_SUB = (
     "The identity provider sent a token without a subject (sub) claim, so nobody can be signed in "
     "with it. Ask the provider's administrator to include sub."
 )
-
-
-class TokenInvalid(LoginFailed):
-    """A token failed a check; the detail names which."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,11 +13,12 @@ Decides nothing about who may pass: the gate in `web` did. Imports config, error
 from __future__ import annotations
 
 from oidcproxy.proxy.client import UpstreamClient
-from oidcproxy.proxy.connection import UpstreamBroken, UpstreamResponse
+from oidcproxy.proxy.connection import UpstreamResponse
 from oidcproxy.proxy.headers import (
     HOP_BY_HOP,
     OWNED_HEADERS,
     Bearer,
+    HeaderCaches,
     HeaderPolicy,
     auth_request_headers,
     is_websocket_upgrade,
@@ -33,10 +34,10 @@ __all__ = [
     "HOP_BY_HOP",
     "OWNED_HEADERS",
     "Bearer",
+    "HeaderCaches",
     "HeaderPolicy",
     "Route",
     "Router",
-    "UpstreamBroken",
     "UpstreamClient",
     "UpstreamProxy",
     "UpstreamResponse",

@@ -25,7 +25,6 @@ __all__ = ["UpstreamClient"]
 # before any answer came back.
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 _MAX_IDLE_PER_ORIGIN = 1024
-_SENDERS: set[asyncio.Task[None]] = set()
 
 
 class UpstreamClient:
@@ -45,6 +44,7 @@ class UpstreamClient:
         self._keepalive_s = keepalive_s
         self._idle: dict[Origin, collections.deque[_Connection]] = {}
         self._all: set[_Connection] = set()
+        self._senders: set[asyncio.Task[None]] = set()  # request bodies still being sent
         self._ssl = tls  # None: the system's CA store, built on first use
         self.connections_made = 0
 
@@ -84,8 +84,8 @@ class UpstreamClient:
             conn.write(head)
             if body is not None:
                 response._sender = sender = asyncio.ensure_future(_send_body(conn, body, chunked))
-                _SENDERS.add(sender)  # referenced until done, even when the response is dropped
-                sender.add_done_callback(_sent)
+                self._senders.add(sender)  # referenced until done, even when the response is dropped
+                sender.add_done_callback(self._sent)
             await response._head()
         except BaseException:
             response.release()
@@ -154,6 +154,11 @@ class UpstreamClient:
         self._all.clear()
         await asyncio.sleep(0)  # let the transports run their connection_lost callbacks
 
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._senders.discard(task)
+        if not task.cancelled():
+            task.exception()  # seen: a failed send is reported by the answer read, not as a loose task error
+
 
 def _head(
     method: str, url: URL, headers: Iterable[tuple[str, str]], has_body: bool, serialized: bytes
@@ -178,12 +183,6 @@ def _head(
     if text.count("\n") != len(lines) or text.count("\r") != len(lines):
         raise UpstreamUnavailable("a header value holds a line break; refused to send it")
     return b"%b%b\r\n" % (text.encode("utf-8", "surrogateescape"), serialized), chunked
-
-
-def _sent(task: asyncio.Task[None]) -> None:
-    _SENDERS.discard(task)
-    if not task.cancelled():
-        task.exception()  # seen: a failed send is reported by the answer read, not as a loose task error
 
 
 async def _send_body(conn: _Connection, body: AsyncIterator[bytes], chunked: bool) -> None:

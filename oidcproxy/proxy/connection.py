@@ -15,20 +15,16 @@ from typing import TYPE_CHECKING, Any, cast
 import httptools
 from multidict import CIMultiDict
 
-from oidcproxy.errors import UpstreamUnavailable
+from oidcproxy.errors import UpstreamBroken, UpstreamUnavailable
 
 if TYPE_CHECKING:
     from oidcproxy.proxy.client import UpstreamClient
 
-__all__ = ["Origin", "UpstreamBroken", "UpstreamResponse"]
+__all__ = ["Origin", "UpstreamResponse"]
 
 _MAX_HEADERS = 128  # aiohttp's client default, kept from before this client existed
 _HIGH_WATER = 256 * 1024  # body bytes queued from the upstream before we stop reading its socket
 _LOW_WATER = 64 * 1024
-
-
-class UpstreamBroken(ConnectionResetError):
-    """The upstream connection failed after the answer had begun (truncated body, bad framing)."""
 
 
 Origin = tuple[str, str, int]  # scheme, host, port
@@ -74,7 +70,7 @@ class _Connection(asyncio.Protocol):
             self.close()
         except httptools.HttpParserError as exc:
             cause = exc.__context__
-            if isinstance(cause, UpstreamUnavailable | UpstreamBroken):
+            if isinstance(cause, UpstreamUnavailable):
                 response.fail(cause)
             elif response.headers_done:
                 response.fail(UpstreamBroken(f"{self._where()}: bad response body: {exc}"))

@@ -24,10 +24,10 @@ __all__ = [
     "HOP_BY_HOP",
     "OWNED_HEADERS",
     "Bearer",
+    "HeaderCaches",
     "HeaderPolicy",
     "IdentityHeaderCache",
     "auth_request_headers",
-    "identity_header_block",
     "is_websocket_upgrade",
     "owned_header",
     "response_headers",
@@ -161,7 +161,6 @@ def auth_request_headers(
     return [(k, _UNSAFE_VALUE.sub("", v)) for k, v in out if v]
 
 
-@functools.lru_cache(maxsize=256)  # a 30 KB session's Cookie header comes back on every request
 def strip_cookies(header: str, cookie_name: str) -> str:
     """The Cookie header without the proxy's own cookies (session, its chunks, login cookies)."""
     prefix = cookie_name + "_"
@@ -182,8 +181,12 @@ def upstream_headers(
     peer: str,
     scheme: str,
     host: str,
+    caches: HeaderCaches | None = None,
 ) -> CIMultiDict[str]:
-    """What the upstream is sent: the client's headers less anything it must not decide."""
+    """What the upstream is sent: the client's headers less anything it must not decide.
+
+    With `caches` (the app's, see HeaderCaches) the work a steady session repeats is done once.
+    """
     auth = policy.bearer.upstream
     drop = _DROP_WITH_AUTHORIZATION if auth else _DROP  # precomputed: no set built per request
     connection: list[str] = getattr(incoming, "getall", lambda *_: [])("Connection", ())
@@ -202,14 +205,17 @@ def upstream_headers(
         ):
             continue  # other spellings of our headers: rare, so tested off the common path
         if lower == "cookie":
-            value = strip_cookies(value, policy.cookie_name)
+            value = (caches.strip_cookies if caches else strip_cookies)(value, policy.cookie_name)
             if not value:
                 continue
         out.add(key, value)
     # `peer` is the whole X-Forwarded-For chain when the client is a trusted proxy, else its address.
     out.update({"X-Forwarded-For": peer, "X-Forwarded-Proto": scheme, "X-Forwarded-Host": host})
     if identity is not None and tokens is not None:
-        out.extend(_IDENTITY_HEADERS.get(policy, identity, tokens))
+        if caches is None:
+            out.extend(policy.identity_headers(identity, tokens))
+        else:
+            out.extend(caches.identity.get(policy, identity, tokens))
     return out
 
 
@@ -261,9 +267,6 @@ class IdentityHeaderCache:
         self._chars -= len(self._entries.pop(key)[4])
 
 
-_IDENTITY_HEADERS = IdentityHeaderCache()
-
-
 def is_websocket_upgrade(headers: Mapping[str, str]) -> bool:
     return headers.get("Upgrade", "").lower() == "websocket" and "upgrade" in headers.get(
         "Connection", ""
@@ -277,6 +280,15 @@ def response_headers(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> CIMul
     return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in drop)
 
 
-def identity_header_block(policy: HeaderPolicy, identity: Identity, tokens: Tokens) -> bytes:
-    """The identity headers as HTTP/1.1 header lines, from the per-session cache."""
-    return _IDENTITY_HEADERS.block(policy, identity, tokens)
+class HeaderCaches:
+    """The header work a steady session repeats, done once; owned by the app's UpstreamProxy.
+
+    `identity`: the identity headers per session. `strip_cookies`: the Cookie header without ours, per
+    header value (a 30 KB session's Cookie header comes back on every request).
+    """
+
+    __slots__ = ("identity", "strip_cookies")
+
+    def __init__(self, cookie_headers: int = 256) -> None:
+        self.identity = IdentityHeaderCache()
+        self.strip_cookies = functools.lru_cache(maxsize=cookie_headers)(strip_cookies)

@@ -3,7 +3,7 @@
 Plain HTTP goes through our own client (`client`); WebSockets through aiohttp's ws_connect and the
 relay in `websocket`. Uses aiohttp.web because it moves bytes between two sockets; decides nothing
 about who may pass (the gate did) nor which headers go (`headers` did). Imports config, errors,
-model and the rest of `proxy`.
+model, aiohttp_internals (one private aiohttp switch) and the rest of `proxy`.
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
+from oidcproxy.aiohttp_internals import BufferedHeadersResponse
 from oidcproxy.errors import NotFound, ResponseCut, UpstreamTimeout, UpstreamUnavailable
 from oidcproxy.model import Clock, Identity, Tokens, system_clock
 from oidcproxy.proxy.client import UpstreamClient
-from oidcproxy.proxy.connection import UpstreamBroken
 from oidcproxy.proxy.headers import (
+    HeaderCaches,
     HeaderPolicy,
-    identity_header_block,
     is_websocket_upgrade,
     response_headers,
     upstream_headers,
@@ -39,13 +39,6 @@ View = Callable[[web.Request], tuple[str, str, str]]
 
 def _direct_view(request: web.Request) -> tuple[str, str, str]:
     return request.scheme, request.host, request.remote or ""
-
-
-class _ProxiedResponse(web.StreamResponse):
-    """Holds the status line and headers back until the first body chunk, so a small answer leaves in
-    one write instead of two (web.Response does the same; measured in bench/). Still streams."""
-
-    _send_headers_immediately = False
 
 
 class UpstreamProxy:
@@ -73,6 +66,8 @@ class UpstreamProxy:
         self._clock = clock
         self._http: aiohttp.ClientSession | None = None
         self._client = UpstreamClient(connect_timeout_s=connect_timeout_s, max_field_size=max_field_size)
+        self._caches = HeaderCaches()
+        self._closing: set[asyncio.Future[bool]] = set()  # WebSocket closes still being sent
         # Responses cut after their status line was sent, by who failed: "upstream" or "client".
         self.cut: collections.Counter[str] = collections.Counter()
 
@@ -119,15 +114,16 @@ class UpstreamProxy:
             peer=forwarded_for,
             scheme=scheme,
             host=host,
+            caches=self._caches,
         )
         url = upstream_url(route.base, request.raw_path)
         if websocket:
             assert self._http is not None  # noqa: S101 - started by the app's cleanup context
             upstream = await connect(self._http, request, url, headers, self._ws)
-            return await relay(request, upstream, self._ws, self._clock, expires_at)
+            return await relay(request, upstream, self._ws, self._clock, expires_at, self._closing)
         block = b""
         if identity is not None and tokens is not None:
-            block = identity_header_block(self.policy, identity, tokens)
+            block = self._caches.identity.block(self.policy, identity, tokens)
         return await self._http_request(request, url, headers, block)
 
     async def _http_request(
@@ -145,7 +141,8 @@ class UpstreamProxy:
             raise UpstreamTimeout(f"{url.origin()} gave no answer in {self._response_timeout_s:g}s") from exc
         relayed = 0
         try:
-            response = _ProxiedResponse(status=upstream.status, reason=upstream.reason or None)
+            # Status line and headers leave with the first body chunk: one write for a small answer.
+            response = BufferedHeadersResponse(status=upstream.status, reason=upstream.reason or None)
             response.headers.extend(response_headers(upstream.headers()))
             await response.prepare(request)
             chunk = await upstream.read()
@@ -157,7 +154,7 @@ class UpstreamProxy:
             return response
         # From here on the status line may have gone: errors become ResponseCut, which the middleware
         # answers by cutting the connection, never with a second response.
-        except (UpstreamBroken, UpstreamUnavailable) as exc:
+        except UpstreamUnavailable as exc:  # UpstreamBroken among them
             raise self._cut(
                 "upstream", f"upstream {url.origin()} failed after {relayed} bytes: {exc}"
             ) from exc

@@ -30,7 +30,6 @@ _WS_HANDSHAKE = frozenset(
 # Close codes an endpoint may send (RFC 6455 7.4.1-7.4.2); 1005/1006/1015 only ever describe a close.
 _SENDABLE = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
 POLICY_VIOLATION = 1008
-_CLOSING: set[asyncio.Future[bool]] = set()
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +72,12 @@ async def relay(
     timeouts: WebSocketTimeouts,
     clock: Clock,
     expires_at: float | None,
+    closing: set[asyncio.Future[bool]],
 ) -> web.StreamResponse:
-    """Answer the browser's upgrade and pump both ways until either side closes or the watchdog ends it."""
+    """Answer the browser's upgrade and pump both ways until either side closes or the watchdog ends it.
+
+    `closing` (the proxy's) holds each close still being sent, so a cancelled pump does not drop it.
+    """
     # autoping off both ways: pings and pongs are the endpoints' to answer, so they pass through.
     client = web.WebSocketResponse(
         protocols=[upstream.protocol] if upstream.protocol else (), max_msg_size=0, autoping=False
@@ -84,8 +87,8 @@ async def relay(
         await client.prepare(request)
         async with asyncio.TaskGroup() as group:
             pumps = [
-                group.create_task(_pump(client, upstream, activity), name="ws-client-to-upstream"),
-                group.create_task(_pump(upstream, client, activity), name="ws-upstream-to-client"),
+                group.create_task(_pump(client, upstream, activity, closing), name="ws-client-to-upstream"),
+                group.create_task(_pump(upstream, client, activity, closing), name="ws-upstream-to-client"),
             ]
             watch = _Watchdog(timeouts, clock, group, client, upstream, activity, expires_at)
             try:
@@ -194,6 +197,7 @@ async def _pump(
     source: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
     sink: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
     activity: _Activity,
+    closing: set[asyncio.Future[bool]],
 ) -> None:
     """Copy messages one way; when the source closes, close the sink with the same code and reason.
 
@@ -228,8 +232,8 @@ async def _pump(
         code = 1000 if msg.type is WSMsgType.CLOSE else 1011
     # Shielded: the browser hanging up right after its close frame cancels this handler, and the
     # upstream must still be told the browser's code rather than a bare 1000 from the cleanup.
-    closing = asyncio.ensure_future(sink.close(code=code, message=reason))
-    _CLOSING.add(closing)  # referenced until done, so a cancelled pump does not drop it
-    closing.add_done_callback(_CLOSING.discard)
+    close = asyncio.ensure_future(sink.close(code=code, message=reason))
+    closing.add(close)  # referenced until done, so a cancelled pump does not drop it
+    close.add_done_callback(closing.discard)
     with contextlib.suppress(ConnectionError, RuntimeError):
-        await asyncio.shield(closing)
+        await asyncio.shield(close)

@@ -13,14 +13,15 @@ import asyncio
 import logging
 import sys
 import time as _time
-from typing import IO
+from collections.abc import Callable
+from typing import IO, ClassVar
 from urllib.parse import parse_qsl, urlencode
 
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
-__all__ = ["BatchedAccessLogger", "flush_all", "redact_query"]
+__all__ = ["BatchedAccessLogger", "batched_access_log", "redact_query"]
 
 _SECRET_PARAMS = frozenset(
     {
@@ -82,9 +83,9 @@ class _Sink:
             return
         text, self.lines = "".join(self.lines), []
         loop = asyncio.get_running_loop()
-        loop.run_in_executor(None, self._write, text).add_done_callback(_done)
+        loop.run_in_executor(None, self.write, text).add_done_callback(_done)
 
-    def _write(self, text: str) -> None:
+    def write(self, text: str) -> None:
         self.stream.write(text)
         self.stream.flush()
 
@@ -94,24 +95,33 @@ def _done(future: asyncio.Future[None]) -> None:
         logging.getLogger("oidcproxy").warning("access log write failed: %s", future.exception())
 
 
-_sinks: dict[int, _Sink] = {}
+def batched_access_log(
+    stream: IO[str] | None = None,
+) -> tuple[type[AbstractAccessLogger], Callable[[], None]]:
+    """An `access_log_class` writing to `stream` (stderr), and the call that writes what is still
+    buffered (at shutdown, after the event loop has stopped). aiohttp makes one logger per connection;
+    they all share the one buffer made here, owned by the caller (serve), not by this module."""
+    sink = _Sink(stream if stream is not None else sys.stderr)
 
+    class Logger(BatchedAccessLogger):
+        _shared = sink
 
-def flush_all() -> None:
-    """Write what is still buffered, now (at shutdown, after the event loop has stopped)."""
-    for sink in _sinks.values():
+    def flush() -> None:
         text, sink.lines = "".join(sink.lines), []
         if text:
-            sink._write(text)
+            sink.write(text)
+
+    return Logger, flush
 
 
 class BatchedAccessLogger(AbstractAccessLogger):
     """`access_log_class` for aiohttp: `<time> <peer> "<method> <path> HTTP/x.y" <status> <bytes> <ms>`."""
 
-    def __init__(self, logger: logging.Logger, log_format: str, stream: IO[str] | None = None) -> None:
+    _shared: ClassVar[_Sink]  # set by batched_access_log
+
+    def __init__(self, logger: logging.Logger, log_format: str) -> None:
         super().__init__(logger, log_format)
-        target = stream if stream is not None else sys.stderr
-        self._sink = _sinks.setdefault(id(target), _Sink(target))
+        self._sink = self._shared
 
     @property
     def enabled(self) -> bool:

@@ -48,6 +48,7 @@ from oidcproxy.web.appkeys import (
     EDGE,
     LOGIN,
     OIDC,
+    PAGES,
     POLICY,
     PROXY,
     REFRESHER,
@@ -58,6 +59,7 @@ from oidcproxy.web.appkeys import (
 from oidcproxy.web.demo import build_demo_app
 from oidcproxy.web.headerlimit import answer_431, header_limits
 from oidcproxy.web.middleware import errors_and_ids, remember_started
+from oidcproxy.web.pages import PageCache
 
 __all__ = ["MAX_FIELD_SIZE", "base_url", "build_app"]
 
@@ -86,6 +88,7 @@ def build_app(
     )
     app[SETTINGS] = settings
     app[CLOCK] = clock
+    app[PAGES] = PageCache()
     app[SESSIONS] = CookieSessionStore(keys, cookie_policy, clock)
     shared = app[SHARED] = LocalState(clock) if state_socket is None else SocketState(state_socket)
     app[LOGIN] = LoginFlow(

@@ -15,6 +15,7 @@ from oidcproxy.oidc import BearerVerifier, ClaimMapping, OIDCClient, Refresher
 from oidcproxy.proxy import UpstreamProxy
 from oidcproxy.sessions.cookies import SetCookie
 from oidcproxy.sessions.store import CookieSessionStore
+from oidcproxy.web.pages import PageCache
 
 __all__ = [
     "BEARER",
@@ -23,6 +24,7 @@ __all__ = [
     "EDGE",
     "LOGIN",
     "OIDC",
+    "PAGES",
     "POLICY",
     "PROXY",
     "REFRESHER",
@@ -45,6 +47,7 @@ PROXY = web.AppKey("proxy", UpstreamProxy)
 REFRESHER = web.AppKey("refresher", Refresher)
 BEARER = web.AppKey("bearer", BearerVerifier)  # only with --skip-jwt-bearer-tokens
 EDGE = web.AppKey("edge", Edge)
+PAGES = web.AppKey("pages", PageCache)  # the look of the pages, read once
 # Refresh and login state shared by the workers of this instance (refresh path and callback only).
 SHARED: web.AppKey[SharedState] = web.AppKey("shared")
 

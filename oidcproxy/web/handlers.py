@@ -12,11 +12,18 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from oidcproxy.errors import Forbidden, IdPUnavailable, LoginFailed, NotAuthenticated
+from oidcproxy.errors import (
+    Forbidden,
+    IdPUnavailable,
+    LoginFailed,
+    NotAuthenticated,
+    RefreshRefused,
+    RefreshSuperseded,
+)
 from oidcproxy.forwarded import External, callback_url
 from oidcproxy.login import return_target
 from oidcproxy.model import Identity, Session, Tokens
-from oidcproxy.oidc import RefreshRefused, RefreshSuperseded, bearer_token, refresh_state
+from oidcproxy.oidc import bearer_token, refresh_state
 from oidcproxy.proxy import auth_request_headers, is_websocket_upgrade
 from oidcproxy.sessions.cookies import SetCookie, secure_attribute
 from oidcproxy.web.appkeys import (

@@ -9,7 +9,6 @@ Imports appkeys, pages, config, errors and forwarded.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -17,7 +16,6 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from oidcproxy.config import Settings
 from oidcproxy.errors import (
     BadRequest,
     Forbidden,
@@ -28,7 +26,7 @@ from oidcproxy.errors import (
     ResponseCut,
 )
 from oidcproxy.forwarded import target_form
-from oidcproxy.web.appkeys import EDGE, REQUEST_ID, SETTINGS, STARTED
+from oidcproxy.web.appkeys import EDGE, PAGES, REQUEST_ID, SETTINGS, STARTED
 from oidcproxy.web.pages import PageOptions, Pages
 
 __all__ = [
@@ -69,16 +67,14 @@ def page(body: str, status: int = 200) -> web.Response:
     return web.Response(text=body, status=status, content_type="text/html", headers=PAGE_HEADERS)
 
 
-_loaded: dict[PageOptions, Pages] = {}
-
-
 async def pages(request: web.Request) -> Pages:
     """The page renderer for this app's settings; templates and logo are read once, in a thread."""
-    return await load_pages(request.app[SETTINGS])
+    return await load_pages(request.app)
 
 
-async def load_pages(s: Settings) -> Pages:
+async def load_pages(app: web.Application) -> Pages:
     """`pages()` for code that runs outside a request (the 431 answer is built before the app)."""
+    s = app[SETTINGS]
     options = PageOptions(
         display_name=s.provider_display_name,
         banner=s.banner,
@@ -86,10 +82,7 @@ async def load_pages(s: Settings) -> Pages:
         logo=s.custom_sign_in_logo,
         templates_dir=s.custom_templates_dir,
     )
-    found = _loaded.get(options)
-    if found is None:
-        found = _loaded[options] = await asyncio.to_thread(Pages.load, options)
-    return found
+    return await app[PAGES].get(options)
 
 
 @web.middleware

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,82 +19,10 @@ from aiohttp.test_utils import TestServer
 
 from oidcproxy.web.app import build_app
 from tests.factories import make_settings
-from tests.support.nginx import Nginx, big_header_upstream, nginx_binary, run_nginx
+from tests.support.nginx import Nginx, Tls, big_header_upstream, nginx_binary, run_nginx
 from tests.support.nodeidp import NodeIdP, start_node_idp
 
 GROUPS = 600  # enough for an ID token over 8 KB and a session split over several cookies
-
-# The documented lines: X-Forwarded-Proto for the callback URL, big header buffers for big tokens.
-PROXY_HEADERS = """
-            proxy_http_version 1.1;
-            proxy_set_header Host $http_host;
-            proxy_set_header X-Forwarded-Proto $scheme;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            proxy_set_header Upgrade $http_upgrade;
-            proxy_set_header Connection $connection_upgrade;
-            proxy_buffer_size 128k;
-            proxy_buffers 8 128k;
-            proxy_busy_buffers_size 256k;
-"""
-
-
-def sidecar_server(proxy_port: int, *, forwarded_proto: bool = True) -> str:
-    headers = (
-        PROXY_HEADERS
-        if forwarded_proto
-        else PROXY_HEADERS.replace("proxy_set_header X-Forwarded-Proto $scheme;", "")
-    )
-    return f"""
-        large_client_header_buffers 4 64k;
-        location / {{
-            proxy_pass http://127.0.0.1:{proxy_port};
-{headers}
-        }}
-"""
-
-
-def auth_request_server(proxy_port: int, app_port: int) -> str:
-    return f"""
-        large_client_header_buffers 4 64k;
-        location /oauth2/ {{
-            proxy_pass http://127.0.0.1:{proxy_port};
-{PROXY_HEADERS}
-        }}
-        location = /oauth2/auth {{
-            internal;
-            proxy_pass http://127.0.0.1:{proxy_port};
-            proxy_pass_request_body off;
-            proxy_set_header Content-Length "";
-            proxy_set_header X-Original-URI $request_uri;
-{PROXY_HEADERS}
-        }}
-        location / {{
-            auth_request /oauth2/auth;
-            error_page 401 = @signin;
-            auth_request_set $auth_user $upstream_http_x_auth_request_user;
-            auth_request_set $auth_email $upstream_http_x_auth_request_email;
-            auth_request_set $auth_groups $upstream_http_x_auth_request_groups;
-            auth_request_set $auth_header $upstream_http_authorization;
-            auth_request_set $auth_cookie $upstream_http_set_cookie;
-            add_header Set-Cookie $auth_cookie;
-            proxy_set_header X-Auth-Request-User $auth_user;
-            proxy_set_header X-Auth-Request-Email $auth_email;
-            proxy_set_header X-Auth-Request-Groups $auth_groups;
-            proxy_set_header Authorization $auth_header;
-            proxy_pass http://127.0.0.1:{app_port};
-{PROXY_HEADERS}
-        }}
-        location @signin {{
-            return 302 /oauth2/start?rd=$scheme://$http_host$request_uri;
-        }}
-"""
-
-
-@dataclass
-class Tls:
-    cert: Path
-    key: Path
-    client: ssl.SSLContext
 
 
 @pytest.fixture(scope="session")

@@ -12,8 +12,7 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from tests.e2e.conftest import Tls, auth_request_server, sidecar_server
-from tests.support.nodeidp import provider_login
+from tests.support.nginx import Tls, auth_request_server, sidecar_server, sign_in_through
 
 pytestmark = pytest.mark.nginx
 HTML = {"Accept": "text/html"}
@@ -24,27 +23,6 @@ def _claims(jwt: str) -> dict[str, Any]:
     return dict(json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))))
 
 
-async def _sign_in(
-    browser: aiohttp.ClientSession, base: URL, path: str
-) -> tuple[str, aiohttp.ClientResponse]:
-    """Follow the login by hand through NGINX; (redirect_uri the proxy asked for, final response)."""
-    first = await browser.get(base.join(URL(path)), headers=HTML, allow_redirects=False)
-    assert first.status == 302, await first.text()
-    hop = base.join(URL(first.headers["Location"]))
-    if hop.path == "/oauth2/sign_in":
-        hop = base.join(URL("/oauth2/start")).with_query(rd=hop.query["rd"])
-    start = await browser.get(hop, allow_redirects=False)
-    assert start.status == 302, await start.text()
-    authorize = start.headers["Location"]
-    redirect_uri = URL(authorize).query["redirect_uri"]
-    callback = await provider_login(browser, authorize, login="alice")
-    assert callback.startswith(redirect_uri)
-    done = await browser.get(callback, headers=HTML, allow_redirects=False)
-    assert done.status == 302, await done.text()
-    final = await browser.get(base.join(URL(done.headers["Location"])), headers=HTML, allow_redirects=False)
-    return redirect_uri, final
-
-
 async def test_sidecar_login_big_token_cookies_bearer_and_websocket(
     oidcproxy: Any, nginx: Any, browser_tls: aiohttp.ClientSession
 ) -> None:
@@ -52,7 +30,7 @@ async def test_sidecar_login_big_token_cookies_bearer_and_websocket(
     edge = nginx(sidecar_server(proxy.port))
     base = URL(f"https://localhost:{edge.port}")
 
-    redirect_uri, final = await _sign_in(browser_tls, base, "/dash?x=1")
+    redirect_uri, final = await sign_in_through(browser_tls, base, "/dash?x=1")
     assert redirect_uri == f"https://localhost:{edge.port}/oauth2/callback"
     assert final.status == 200, await final.text()
     seen = await final.json()
@@ -109,7 +87,7 @@ async def test_auth_request_topology(
     anonymous = await browser_tls.get(base / "app", headers=HTML, allow_redirects=False)
     assert anonymous.status == 302
     assert anonymous.headers["Location"].endswith("/oauth2/start?rd=" + f"https://localhost:{edge.port}/app")
-    redirect_uri, final = await _sign_in(browser_tls, base, "/app/page")
+    redirect_uri, final = await sign_in_through(browser_tls, base, "/app/page")
     assert redirect_uri == f"https://localhost:{edge.port}/oauth2/callback"
     assert final.status == 200, await final.text()
     seen = await final.json()

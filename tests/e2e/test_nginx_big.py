@@ -22,8 +22,8 @@ from aiohttp.test_utils import TestServer
 from yarl import URL
 
 from oidcproxy.web.app import build_app
-from tests.e2e.conftest import Tls, sidecar_server
 from tests.factories import make_settings
+from tests.support.nginx import Tls, sidecar_server
 from tests.support.nodeidp import NodeIdP, provider_login, start_node_idp
 
 pytestmark = pytest.mark.nginx

@@ -16,9 +16,8 @@ from yarl import URL
 
 from oidcproxy.model import FakeClock, system_clock
 from oidcproxy.web.app import build_app
-from tests.e2e.conftest import auth_request_server
-from tests.e2e.test_nginx import _sign_in
 from tests.factories import make_settings
+from tests.support.nginx import auth_request_server, sign_in_through
 from tests.support.nodeidp import NodeIdP, start_node_idp
 
 pytestmark = pytest.mark.nginx
@@ -48,7 +47,7 @@ async def signed_in_behind_nginx(
     proxy = await aiohttp_server(build_app(settings, clock))
     edge = nginx(auth_request_server(proxy.port, app_upstream.port))
     base = URL(f"https://localhost:{edge.port}")
-    _, final = await _sign_in(browser, base, "/app")
+    _, final = await sign_in_through(browser, base, "/app")
     assert final.status == 200
     return base
 

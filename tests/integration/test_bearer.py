@@ -17,10 +17,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from oidcproxy.model import FakeClock, system_clock
-from tests.integration.test_tokens import KUBECTL, code_flow_id_token, make_proxy, node, provider_key
 from tests.support.nodeidp import DEFAULT_CLIENT
-
-__all__ = ["make_proxy", "node"]  # fixtures shared with test_tokens.py
+from tests.support.oidcflow import KUBECTL, code_flow_id_token, provider_key
 
 JSON = {"Accept": "application/json"}
 

@@ -13,9 +13,7 @@ from typing import Any
 import aiohttp
 
 from oidcproxy.model import FakeClock, system_clock
-from tests.integration.test_tokens import IdPTap, browser, make_proxy, node, sign_in
-
-__all__ = ["browser", "make_proxy", "node"]  # fixtures shared with test_tokens.py
+from tests.support.oidcflow import IdPTap, sign_in
 
 TTL = {"AccessToken": 5, "IdToken": 5}
 JSON = {"Accept": "application/json"}

@@ -1,181 +1,32 @@
 """Token validation, claim mapping and authorization against the real npm oidc-provider.
 
-Each test starts its own provider with the users and clients it needs. Helpers here (IdPTap, the
-provider-key signer, the manual code flow) are shared with test_refresh.py and test_bearer.py.
+Each test starts its own provider with the users and clients it needs. The helpers it shares
+with test_refresh.py and test_bearer.py are in tests/support/oidcflow.py and tests/integration/conftest.py.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 import ssl
-from collections import Counter
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import aiohttp
 import jwt
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 from yarl import URL
 
 from oidcproxy.model import FakeClock, system_clock
-from oidcproxy.web.app import build_app
 from oidcproxy.web.appkeys import OIDC
-from tests.factories import make_settings, walk_login
-from tests.support.nodeidp import DEFAULT_CLIENT, NodeIdP, provider_login, start_node_idp
+from tests.support.nodeidp import DEFAULT_CLIENT, NodeIdP
+from tests.support.oidcflow import KUBECTL, IdPTap, code_flow_id_token, provider_key, sign_in
 
 HTML = {"Accept": "text/html"}
-KUBECTL = {
-    "client_id": "kubectl",
-    "client_secret": "kubectl-secret",
-    "redirect_uris": ["http://127.0.0.1/cb"],
-}
-USERS: dict[str, dict[str, Any]] = {
-    "alice": {
-        "email": "alice@example.com",
-        "email_verified": True,
-        "preferred_username": "alice",
-        "groups": ["admins", "dev"],
-    },
-    "bob": {"email": "bob@example.com", "email_verified": True, "preferred_username": "bob", "groups": []},
-    # Keycloak's shape: roles nested under realm_access, plus a comma-separated group string
-    # (released by the provider through its `extra_claims`).
-    "kc": {
-        "email": "kc@example.com",
-        "email_verified": True,
-        "preferred_username": "ops, audit",
-        "realm_access": {"roles": ["realm-admin", "viewer"]},
-        "team_csv": "ops, audit",
-        "groups": [],
-    },
-    "nomail": {"email_verified": True, "preferred_username": "nomail", "groups": ["dev"]},
-}
-
-
-@pytest.fixture
-def node() -> Iterator[Callable[..., NodeIdP]]:
-    """Start providers with the configuration a test needs; all are stopped afterwards."""
-    started: list[NodeIdP] = []
-
-    def start(**config: Any) -> NodeIdP:
-        idp = start_node_idp(**{"users": USERS, "skip_consent": True, **config})
-        started.append(idp)
-        return idp
-
-    yield start
-    for idp in started:
-        idp.close()
-
-
-@pytest.fixture
-def make_proxy(aiohttp_server: Any, upstream: TestServer, unused_tcp_port_factory: Any) -> Any:
-    async def make(idp: NodeIdP, clock: Any = system_clock, **overrides: Any) -> TestServer:
-        values: dict[str, Any] = {
-            "upstream": [str(upstream.make_url("/"))],
-            "oidc_issuer_url": idp.issuer,
-            "client_id": idp.client_id,
-            "client_secret": idp.client_secret,
-            **overrides,
-        }
-        port = unused_tcp_port_factory()
-        server: TestServer = await aiohttp_server(build_app(make_settings(**values), clock), port=port)
-        return server
-
-    return make
-
-
-@pytest.fixture
-async def browser() -> Any:
-    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
-        yield session
-
-
-async def sign_in(browser: aiohttp.ClientSession, proxy: TestServer, login: str) -> aiohttp.ClientResponse:
-    return await walk_login(browser, proxy.make_url("/"), "/who", provider_login, login=login)
-
-
-class IdPTap:
-    """A plain reverse proxy in front of the provider that counts requests by method and path.
-
-    `rewrite` may change a JSON answer of the token endpoint: used only for the Entra ID access
-    token, which oidc-provider as configured here cannot issue (its access tokens are opaque).
-    """
-
-    def __init__(self, target: str) -> None:
-        self.target = URL(target)
-        self.seen: Counter[str] = Counter()
-        self.grants: Counter[str] = Counter()
-        self.rewrite: Callable[[dict[str, Any]], dict[str, Any]] | None = None
-        self.server: TestServer | None = None
-
-    async def start(self, aiohttp_server: Any) -> IdPTap:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._forward)
-        self.server = await aiohttp_server(app)
-        return self
-
-    def url(self, path: str) -> str:
-        assert self.server is not None
-        return str(self.server.make_url(path))
-
-    async def _forward(self, request: web.Request) -> web.StreamResponse:
-        self.seen[f"{request.method} {request.path}"] += 1
-        body = await request.read()
-        if request.path == "/token":
-            form = dict(x.split("=", 1) for x in body.decode().split("&") if "=" in x)
-            self.grants[form.get("grant_type", "")] += 1
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
-        try:
-            async with aiohttp.ClientSession(auto_decompress=False) as http:
-                url = self.target.with_path(request.path).with_query(request.query)
-                async with http.request(request.method, url, data=body, headers=headers) as resp:
-                    data = await resp.read()
-                    status, ctype = resp.status, resp.headers.get("Content-Type", "")
-        except aiohttp.ClientError:
-            return web.Response(status=502, text="provider down")
-        if self.rewrite is not None and request.path == "/token" and status == 200:
-            data = json.dumps(self.rewrite(json.loads(data))).encode()
-        return web.Response(status=status, body=data, headers={"Content-Type": ctype})
-
-
-def provider_key(idp: NodeIdP) -> tuple[Any, str]:
-    """The provider's current private signing key and kid, read from its key file (for crafted tokens)."""
-    with open(idp.config["key_file"]) as f:
-        first = json.load(f)["keys"][0]
-    return jwt.PyJWK(first).key, first["kid"]
 
 
 def craft(idp: NodeIdP, claims: dict[str, Any], **header: Any) -> str:
     key, kid = provider_key(idp)
     return jwt.encode(claims, key, algorithm="RS256", headers={"kid": kid, **header})
-
-
-async def code_flow_id_token(idp: NodeIdP, client: dict[str, Any], login: str) -> str:
-    """An ID token issued by the provider to another client (a CLI such as kubectl)."""
-    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as s:
-        meta = await (await s.get(idp.discovery_url)).json()
-        redirect = client["redirect_uris"][0]
-        query = {
-            "client_id": client["client_id"],
-            "response_type": "code",
-            "scope": "openid email profile",
-            "redirect_uri": redirect,
-            "state": "s",
-            "nonce": "n",
-        }
-        back = await provider_login(
-            s, str(URL(meta["authorization_endpoint"]).with_query(query)), login=login
-        )
-        code = URL(back).query["code"]
-        form = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect}
-        auth = {"Authorization": aiohttp.encode_basic_auth(client["client_id"], client["client_secret"])}
-        async with s.post(meta["token_endpoint"], data=form, headers=auth) as resp:
-            reply = await resp.json()
-            assert resp.status == 200, reply
-            return str(reply["id_token"])
 
 
 # --- claims and authorization -------------------------------------------------------------------

@@ -18,8 +18,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from yarl import URL
 
-from oidcproxy.errors import UpstreamTimeout, UpstreamUnavailable
-from oidcproxy.proxy import UpstreamBroken, UpstreamClient, UpstreamResponse
+from oidcproxy.errors import UpstreamBroken, UpstreamTimeout, UpstreamUnavailable
+from oidcproxy.proxy import UpstreamClient, UpstreamResponse
 from tests.support.nginx import run_nginx
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]

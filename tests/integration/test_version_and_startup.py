@@ -77,3 +77,11 @@ def test_the_default_worker_count_is_announced_with_its_reason(
     plural = "s" if count > 1 else ""
     assert line == f"oidcproxy listening on {address} ({count} worker{plural}: {why})"
     assert re.search(r"(cgroup cpu\.max|cgroup cpu\.cfs_quota_us|CPUs in the affinity mask)", why)
+
+
+def test_module_entry_point_runs() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "oidcproxy", "--help"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0
+    assert "--cookie-secret" in done.stdout

@@ -26,9 +26,9 @@ from yarl import URL
 from oidcproxy.idp import IdPClient, IdPConfig
 from oidcproxy.idp import build_app as build_idp_app
 from tests.factories import COOKIE_SECRET, walk_login
-from tests.integration.test_tokens import USERS, IdPTap
 from tests.support.devidp import dev_login
 from tests.support.nodeidp import ensure_node_modules, provider_login, start_node_idp
+from tests.support.oidcflow import USERS, IdPTap
 from tests.support.process import stop
 
 TTL_S = 4  # refresh is due a fifth of the lifetime before expiry: 3.2 s after sign-in

@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 
 from oidcproxy.web.app import build_app
 from tests.factories import echo_app, make_settings, walk_login
-from tests.property.conftest import Loop
 from tests.support.devidp import dev_login
+from tests.support.loop import Loop
 
 MARK = "X-Upstream-Own"
 METHODS = ("GET", "GET", "POST", "HEAD", "OPTIONS", "PUT", "DELETE", "PATCH", "TRACE", "CONNECT", "PRI")

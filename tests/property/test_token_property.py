@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from oidcproxy.errors import NotAuthenticated
 from oidcproxy.model import system_clock
 from oidcproxy.oidc import BearerVerifier, OIDCClient, ProviderConfig, bearer_token
-from tests.property.conftest import Loop
+from tests.support.loop import Loop
 
 RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 EC_KEY = ec.generate_private_key(ec.SECP256R1())

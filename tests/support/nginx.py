@@ -1,5 +1,6 @@
 """A real NGINX from Debian on loopback, with our own config, TLS from trustme; and an upstream that,
-like the dashboards behind it, accepts 64 KiB header lines.
+like the dashboards behind it, accepts 64 KiB header lines. Also the server blocks the e2e tests put
+NGINX in front of the proxy with (sidecar, auth_request), and a sign-in through it.
 
     with run_nginx(tmp_path, server_block, cert) as nginx:   # nginx.port, nginx.error_log()
         ...
@@ -14,6 +15,7 @@ import contextlib
 import json
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator
@@ -22,8 +24,24 @@ from pathlib import Path
 
 import aiohttp
 from aiohttp import web
+from yarl import URL
 
-__all__ = ["BIG", "CLOSED", "Nginx", "big_header_upstream", "free_port", "nginx_binary", "run_nginx"]
+from tests.support.nodeidp import provider_login
+
+__all__ = [
+    "BIG",
+    "CLOSED",
+    "PROXY_HEADERS",
+    "Nginx",
+    "Tls",
+    "auth_request_server",
+    "big_header_upstream",
+    "free_port",
+    "nginx_binary",
+    "run_nginx",
+    "sidecar_server",
+    "sign_in_through",
+]
 
 BIG = {"max_field_size": 65536, "max_line_size": 65536}
 CLOSED = web.AppKey("closed", asyncio.Queue[int])  # close codes the upstream saw, one per socket
@@ -173,3 +191,100 @@ def big_header_upstream() -> web.Application:
     app.router.add_get("/ws", ws)
     app.router.add_route("*", "/{tail:.*}", echo)
     return app
+
+
+# The documented lines: X-Forwarded-Proto for the callback URL, big header buffers for big tokens.
+PROXY_HEADERS = """
+            proxy_http_version 1.1;
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+            proxy_buffer_size 128k;
+            proxy_buffers 8 128k;
+            proxy_busy_buffers_size 256k;
+"""
+
+
+def sidecar_server(proxy_port: int, *, forwarded_proto: bool = True) -> str:
+    headers = (
+        PROXY_HEADERS
+        if forwarded_proto
+        else PROXY_HEADERS.replace("proxy_set_header X-Forwarded-Proto $scheme;", "")
+    )
+    return f"""
+        large_client_header_buffers 4 64k;
+        location / {{
+            proxy_pass http://127.0.0.1:{proxy_port};
+{headers}
+        }}
+"""
+
+
+def auth_request_server(proxy_port: int, app_port: int) -> str:
+    return f"""
+        large_client_header_buffers 4 64k;
+        location /oauth2/ {{
+            proxy_pass http://127.0.0.1:{proxy_port};
+{PROXY_HEADERS}
+        }}
+        location = /oauth2/auth {{
+            internal;
+            proxy_pass http://127.0.0.1:{proxy_port};
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+            proxy_set_header X-Original-URI $request_uri;
+{PROXY_HEADERS}
+        }}
+        location / {{
+            auth_request /oauth2/auth;
+            error_page 401 = @signin;
+            auth_request_set $auth_user $upstream_http_x_auth_request_user;
+            auth_request_set $auth_email $upstream_http_x_auth_request_email;
+            auth_request_set $auth_groups $upstream_http_x_auth_request_groups;
+            auth_request_set $auth_header $upstream_http_authorization;
+            auth_request_set $auth_cookie $upstream_http_set_cookie;
+            add_header Set-Cookie $auth_cookie;
+            proxy_set_header X-Auth-Request-User $auth_user;
+            proxy_set_header X-Auth-Request-Email $auth_email;
+            proxy_set_header X-Auth-Request-Groups $auth_groups;
+            proxy_set_header Authorization $auth_header;
+            proxy_pass http://127.0.0.1:{app_port};
+{PROXY_HEADERS}
+        }}
+        location @signin {{
+            return 302 /oauth2/start?rd=$scheme://$http_host$request_uri;
+        }}
+"""
+
+
+HTML = {"Accept": "text/html"}
+
+
+@dataclass
+class Tls:
+    cert: Path
+    key: Path
+    client: ssl.SSLContext
+
+
+async def sign_in_through(
+    browser: aiohttp.ClientSession, base: URL, path: str
+) -> tuple[str, aiohttp.ClientResponse]:
+    """Follow the login by hand through NGINX; (redirect_uri the proxy asked for, final response)."""
+    first = await browser.get(base.join(URL(path)), headers=HTML, allow_redirects=False)
+    assert first.status == 302, await first.text()
+    hop = base.join(URL(first.headers["Location"]))
+    if hop.path == "/oauth2/sign_in":
+        hop = base.join(URL("/oauth2/start")).with_query(rd=hop.query["rd"])
+    start = await browser.get(hop, allow_redirects=False)
+    assert start.status == 302, await start.text()
+    authorize = start.headers["Location"]
+    redirect_uri = URL(authorize).query["redirect_uri"]
+    callback = await provider_login(browser, authorize, login="alice")
+    assert callback.startswith(redirect_uri)
+    done = await browser.get(callback, headers=HTML, allow_redirects=False)
+    assert done.status == 302, await done.text()
+    final = await browser.get(base.join(URL(done.headers["Location"])), headers=HTML, allow_redirects=False)
+    return redirect_uri, final

@@ -10,8 +10,8 @@ from collections.abc import Mapping
 from multidict import CIMultiDict
 
 from oidcproxy.model import FakeClock, Session
-from oidcproxy.proxy import HeaderPolicy, upstream_headers
-from tests.unit.test_session_cache import NOW, jar, session, store_with
+from oidcproxy.proxy import HeaderCaches, HeaderPolicy, upstream_headers
+from tests.support.sessions import NOW, jar, session, store_with
 
 
 def cookie_header(cookies: Mapping[str, str]) -> str:
@@ -50,6 +50,9 @@ def test_header_cache_still_honours_expiry_and_misses_on_another_header() -> Non
     assert store.open_header(header, lambda: cookies) is None
 
 
+CACHES = HeaderCaches()  # the app's UpstreamProxy owns one
+
+
 def sent(policy: HeaderPolicy, s: Session) -> CIMultiDict[str]:
     return upstream_headers(
         {"Cookie": "theme=dark"},
@@ -59,6 +62,7 @@ def sent(policy: HeaderPolicy, s: Session) -> CIMultiDict[str]:
         peer="10.0.0.1",
         scheme="https",
         host="app.example",
+        caches=CACHES,
     )
 
 

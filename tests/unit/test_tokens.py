@@ -11,13 +11,13 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from oidcproxy.errors import TokenInvalid
 from oidcproxy.model import Identity, Session, Tokens
 from oidcproxy.oidc.jwks import cache_ttl
 from oidcproxy.oidc.refresh import RefreshPolicy, refresh_state
 from oidcproxy.oidc.tokens import (
     ASYMMETRIC,
     TokenCheck,
-    TokenInvalid,
     check_claims,
     is_jwt,
     unverified_header,

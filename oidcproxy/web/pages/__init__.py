@@ -8,6 +8,7 @@ the web layer (middleware, handlers) decides when to render which page.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import html
 import mimetypes
@@ -16,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 from string import Template
 
-__all__ = ["DEFAULT_FOOTER", "LOGO_TYPES", "PageOptions", "Pages"]
+__all__ = ["DEFAULT_FOOTER", "LOGO_TYPES", "PageCache", "PageOptions", "Pages"]
 
 DEFAULT_FOOTER = "Protected by oidcproxy"
 LOGO_TYPES = {
@@ -161,3 +162,18 @@ class Pages:
                 f"<pre>{html.escape(debug)}</pre></details>"
             )
         return self._page(title, "".join(parts))
+
+
+class PageCache:
+    """An app's `Pages`, one per PageOptions, each read once off the event loop (in a thread)."""
+
+    __slots__ = ("_loaded",)
+
+    def __init__(self) -> None:
+        self._loaded: dict[PageOptions, Pages] = {}
+
+    async def get(self, options: PageOptions) -> Pages:
+        found = self._loaded.get(options)
+        if found is None:
+            found = self._loaded[options] = await asyncio.to_thread(Pages.load, options)
+        return found
