@@ -10,10 +10,12 @@ time there (a 1.2 s TTL) where the others move a FakeClock.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import multiprocessing.process
 import secrets
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -277,3 +279,114 @@ async def test_keeper_socket_is_abstract_and_refuses_other_users(clock: FakeCloc
         server.close()
         await kept.close()
         remove_keeper_socket(sock, path)
+
+
+# -- Redis faults: each fails within the timeout with StateUnavailable (503), then recovers ---------
+
+TIMEOUT_S = 0.5
+_SLACK_S = 0.5  # scheduling on a busy 2-core machine; far below redis-py's own 5 s x 11 tries
+
+CLIENTS = {"defaults": {}, "strict": STRICT}  # redis-py's defaults retry 10 times with backoff
+
+
+async def fails_within_timeout(call: Awaitable[object]) -> None:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(StateUnavailable):
+        await call
+    assert loop.time() - started < TIMEOUT_S + _SLACK_S
+
+
+@pytest.fixture(params=list(CLIENTS))
+async def on_own_redis(
+    request: pytest.FixtureRequest, redis_server: RedisServer
+) -> AsyncIterator[tuple[RedisServer, RedisState]]:
+    client = standalone_client(redis_server, **CLIENTS[request.param])
+    try:
+        yield redis_server, RedisState(client, timeout_s=TIMEOUT_S)
+    finally:
+        await client.aclose()
+
+
+async def test_a_stopped_redis_fails_within_the_timeout_and_works_again_once_back(
+    on_own_redis: tuple[RedisServer, RedisState],
+) -> None:
+    server, state = on_own_redis
+    assert await state.add("login/a", "", 60) is None
+    await asyncio.to_thread(server.stop)
+    await fails_within_timeout(state.add("login/a", "", 60))  # the callback answers 503
+    await fails_within_timeout(state.get("refresh/result/x", wait_s=0.2))
+    await asyncio.to_thread(server.start)
+    assert await state.add("login/b", "", 60) is None  # no restart of the proxy needed
+    assert await state.add("login/b", "", 60) == ""
+
+
+async def test_a_paused_redis_fails_within_the_timeout_and_works_again_once_resumed(
+    on_own_redis: tuple[RedisServer, RedisState],
+) -> None:
+    server, state = on_own_redis
+    await state.set("refresh/result/x", "sealed", 60)
+    with server.paused():  # accepts, never answers: a Redis too slow to wait for
+        await fails_within_timeout(state.get("refresh/result/x"))
+        await fails_within_timeout(state.add("refresh/lock/x", "busy", 15))
+    assert await state.get("refresh/result/x") == "sealed"
+    assert await state.add("refresh/lock/x", "busy", 15) is None  # nothing was half-written
+
+
+def replicated(topology: RedisSentinel, name: str) -> None:
+    """Until every replica holds `name`: replication is asynchronous, and a write the replica has not
+    seen is lost in a failover whoever the client is (Redis's guarantee, not ours)."""
+    deadline = time.monotonic() + 10
+    for replica in topology.replicas():
+        with replica.admin() as admin:
+            while not admin.exists(name):
+                assert time.monotonic() < deadline, f"{name} never reached {replica}"
+                time.sleep(0.02)
+
+
+@pytest.mark.parametrize("kill", [False, True], ids=["planned", "master-killed"])
+async def test_a_sentinel_failover_costs_a_brief_run_of_state_unavailable_then_writes_reach_the_new_master(
+    redis_sentinel: RedisSentinel, kill: bool
+) -> None:
+    client = sentinel_client(redis_sentinel, **STRICT)
+    state = RedisState(client, timeout_s=TIMEOUT_S)
+    loop = asyncio.get_running_loop()
+    try:
+        await state.set("refresh/result/x", "sealed", 60)
+        await asyncio.to_thread(replicated, redis_sentinel, "oidcproxy:refresh/result/x")
+        failover = asyncio.create_task(asyncio.to_thread(redis_sentinel.failover, kill=kill))
+        while not failover.done():  # a stream of calls across the switch: answers or 503s, all bounded
+            started = loop.time()
+            with contextlib.suppress(StateUnavailable):
+                assert await state.add("login/during", "", 60) in (None, "")
+            assert loop.time() - started < TIMEOUT_S + _SLACK_S
+            await asyncio.sleep(0.05)
+        new_master = await failover
+        after = 0
+        while True:  # once the sentinels name the new master, at most a brief run of 503s
+            try:
+                assert await state.add("login/after", "", 60) is None
+                break
+            except StateUnavailable:
+                after += 1
+                assert after < 5, "the state did not recover after the failover"
+                await asyncio.sleep(0.1)
+        assert await state.get("refresh/result/x") == "sealed"
+        with redis_sentinel.node_at(new_master).admin() as admin:
+            assert admin.exists("oidcproxy:login/after") == 1  # written to the new master
+    finally:
+        await close_client(client)
+
+
+async def test_long_keys_are_stored_hashed_under_the_prefix(module_redis: RedisServer) -> None:
+    client = standalone_client(module_redis, **STRICT)
+    state = RedisState(client, prefix="p1:")
+    try:
+        long_key = "refresh/lock/" + "x" * 5000
+        assert await state.add(long_key, "busy", 60) is None
+        assert await state.add(long_key, "busy", 60) == "busy"
+        with module_redis.admin() as admin:
+            names = admin.keys("p1:*")
+        assert len(names) == 1 and len(names[0]) < 100
+    finally:
+        await client.aclose()
