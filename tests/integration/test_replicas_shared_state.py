@@ -25,7 +25,6 @@ from yarl import URL
 from oidcproxy.coordination import RedisState
 from oidcproxy.web.app import build_app
 from tests.factories import make_settings
-from tests.integration.test_tokens import IdPTap
 from tests.integration.test_workers_shared_state import (
     PARALLEL,
     TTL_S,
@@ -40,6 +39,7 @@ from tests.integration.test_workers_shared_state import (
     sign_in,
     tap,  # noqa: F401
 )
+from tests.support.oidcflow import IdPTap
 from tests.support.redis import RedisServer
 
 
