@@ -2,9 +2,10 @@
 
     state   the SharedState contract (text keys with a TTL) and LocalState, its in-process table
     keeper  the keeper process serving one LocalState to every worker, and SocketState, its client
+    redis   RedisState: the same on Redis, shared by every replica (standalone, Sentinel, Cluster)
 
-Refresh and login depend on the SharedState protocol only, never on how it is held; a Redis
-implementation slots in beside these. Imports model and errors.
+Refresh and login depend on the SharedState protocol only, never on how it is held. Imports model
+and errors.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from oidcproxy.coordination.keeper import (
     serve_keeper,
     start_keeper,
 )
+from oidcproxy.coordination.redis import RedisState
 from oidcproxy.coordination.state import LocalState, SharedState
 
 __all__ = [
     "LocalState",
+    "RedisState",
     "SharedState",
     "SocketState",
     "keeper_socket",

@@ -18,6 +18,7 @@ from oidcproxy.authz import Policy
 from oidcproxy.config import Settings, cookie_key_material, split_address
 from oidcproxy.coordination import (
     LocalState,
+    SharedState,
     SocketState,
 )
 from oidcproxy.forwarded import Edge
@@ -69,9 +70,14 @@ MAX_FIELD_SIZE = 65536
 
 
 def build_app(
-    settings: Settings, clock: Clock = system_clock, *, state_socket: str | None = None
+    settings: Settings,
+    clock: Clock = system_clock,
+    *,
+    state_socket: str | None = None,
+    shared_state: SharedState | None = None,
 ) -> web.Application:
-    """The app; `state_socket` is the keeper's path when this is one of several workers."""
+    """The app; `state_socket` is the keeper's path when this is one of several workers;
+    `shared_state` (say a RedisState) replaces both, shared with other replicas; the app closes it."""
     app = web.Application(
         middlewares=[errors_and_ids],
         handler_args=header_limits(settings.max_header_size),
@@ -90,7 +96,7 @@ def build_app(
     app[CLOCK] = clock
     app[PAGES] = PageCache()
     app[SESSIONS] = CookieSessionStore(keys, cookie_policy, clock)
-    shared = app[SHARED] = LocalState(clock) if state_socket is None else SocketState(state_socket)
+    shared = app[SHARED] = shared_state or _shared_state(clock, state_socket)
     app[LOGIN] = LoginFlow(
         keys.login_secrets(),
         cookie_policy,
@@ -118,6 +124,10 @@ def build_app(
     app.cleanup_ctx.append(_upstream_ctx)
     _routes(app)
     return app
+
+
+def _shared_state(clock: Clock, state_socket: str | None) -> SharedState:
+    return LocalState(clock) if state_socket is None else SocketState(state_socket)
 
 
 def _edge(settings: Settings) -> Edge:
