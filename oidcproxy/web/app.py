@@ -15,7 +15,7 @@ import aiohttp
 from aiohttp import web
 
 from oidcproxy.authz import Policy
-from oidcproxy.config import Settings, cookie_key_material, split_address
+from oidcproxy.config import Settings, split_address
 from oidcproxy.coordination import (
     LocalState,
     SocketState,
@@ -37,9 +37,12 @@ from oidcproxy.oidc import (
     ssl_context,
 )
 from oidcproxy.proxy import Bearer, HeaderPolicy, Route, Router, UpstreamProxy, WebSocketTimeouts
-from oidcproxy.sessions import CookieSessionStore, SessionCodec
+from oidcproxy.redisconn import RedisClient, RedisConfig, connect
+from oidcproxy.sessions import CookieSessionStore, SessionCodec, SessionStore
 from oidcproxy.sessions.cookies import CookiePolicy
+from oidcproxy.sessions.hybrid import HybridSessionStore
 from oidcproxy.sessions.keys import KeyRing
+from oidcproxy.sessions.redis import RedisSessionStore
 from oidcproxy.web import handlers
 from oidcproxy.web.appkeys import (
     BEARER,
@@ -51,6 +54,7 @@ from oidcproxy.web.appkeys import (
     PAGES,
     POLICY,
     PROXY,
+    REDIS,
     REFRESHER,
     SESSIONS,
     SETTINGS,
@@ -61,7 +65,7 @@ from oidcproxy.web.headerlimit import answer_431, header_limits
 from oidcproxy.web.middleware import errors_and_ids, remember_started
 from oidcproxy.web.pages import PageCache
 
-__all__ = ["MAX_FIELD_SIZE", "base_url", "build_app"]
+__all__ = ["MAX_FIELD_SIZE", "base_url", "build_app", "redis_config"]
 
 log = logging.getLogger("oidcproxy")
 
@@ -77,7 +81,7 @@ def build_app(
         handler_args=header_limits(settings.max_header_size),
         client_max_size=1024**2,
     )
-    keys = KeyRing([cookie_key_material(settings.cookie_secret.get_secret_value())])
+    keys = KeyRing(settings.cookie_secrets())
     cookie_policy = CookiePolicy(
         name=settings.cookie_name,
         domain=settings.cookie_domain,
@@ -89,7 +93,7 @@ def build_app(
     app[SETTINGS] = settings
     app[CLOCK] = clock
     app[PAGES] = PageCache()
-    app[SESSIONS] = CookieSessionStore(keys, cookie_policy, clock)
+    app[SESSIONS] = _session_store(app, settings, keys, cookie_policy, clock)
     shared = app[SHARED] = LocalState(clock) if state_socket is None else SocketState(state_socket)
     app[LOGIN] = LoginFlow(
         keys.login_secrets(),
@@ -118,6 +122,55 @@ def build_app(
     app.cleanup_ctx.append(_upstream_ctx)
     _routes(app)
     return app
+
+
+def _session_store(
+    app: web.Application, settings: Settings, keys: KeyRing, policy: CookiePolicy, clock: Clock
+) -> SessionStore:
+    """The cookie store; with Redis configured, the hybrid (all to Redis with --session-store-type=redis,
+    else only sessions over --cookie-max-chunks cookies: the autopilot)."""
+    cookies = CookieSessionStore(keys, policy, clock, max_chunks=settings.cookie_max_chunks)
+    if not settings.redis_configured():
+        return cookies
+    client = app[REDIS] = connect(redis_config(settings))
+    app.cleanup_ctx.append(_redis_ctx)
+    tickets = RedisSessionStore(
+        client,
+        keys,
+        policy,
+        clock,
+        cache_ttl_s=settings.session_cache_ttl,
+        timeout_s=settings.redis_timeout,
+    )
+    max_chunks = 0 if settings.session_store_type == "redis" else settings.cookie_max_chunks
+    return HybridSessionStore(cookies, tickets, max_chunks)
+
+
+def redis_config(settings: Settings) -> RedisConfig:
+    return RedisConfig(
+        url=settings.redis_connection_url,
+        username=settings.redis_username,
+        password=settings.redis_password_value(),
+        sentinel_master=settings.redis_sentinel_master_name if settings.redis_use_sentinel else "",
+        sentinel_urls=tuple(settings.redis_sentinel_connection_urls),
+        sentinel_password=settings.redis_sentinel_password.get_secret_value(),
+        cluster_urls=tuple(settings.redis_cluster_connection_urls) if settings.redis_use_cluster else (),
+        ca_path=settings.redis_ca_path,
+        insecure_skip_verify=settings.redis_insecure_skip_tls_verify,
+        idle_check_s=settings.redis_connection_idle_timeout,
+        timeout_s=settings.redis_timeout,
+    )
+
+
+async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The Redis client is built with the store (no connection yet) and closed last."""
+    yield
+    await app[SESSIONS].close()
+    await _close_redis(app[REDIS])
+
+
+async def _close_redis(client: RedisClient) -> None:
+    await client.aclose()
 
 
 def _edge(settings: Settings) -> Edge:
