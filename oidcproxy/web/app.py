@@ -18,8 +18,10 @@ from oidcproxy.authz import Policy
 from oidcproxy.config import Settings, split_address
 from oidcproxy.coordination import (
     LocalState,
+    SharedState,
     SocketState,
 )
+from oidcproxy.coordination.redis import RedisState
 from oidcproxy.forwarded import Edge
 from oidcproxy.idp import IdPClient, IdPConfig
 from oidcproxy.idp import build_app as build_idp_app
@@ -94,7 +96,7 @@ def build_app(
     app[CLOCK] = clock
     app[PAGES] = PageCache()
     app[SESSIONS] = _session_store(app, settings, keys, cookie_policy, clock)
-    shared = app[SHARED] = LocalState(clock) if state_socket is None else SocketState(state_socket)
+    shared = app[SHARED] = _shared_state(app, settings, clock, state_socket)
     app[LOGIN] = LoginFlow(
         keys.login_secrets(),
         cookie_policy,
@@ -144,6 +146,16 @@ def _session_store(
     )
     max_chunks = 0 if settings.session_store_type == "redis" else settings.cookie_max_chunks
     return HybridSessionStore(cookies, tickets, max_chunks)
+
+
+def _shared_state(
+    app: web.Application, settings: Settings, clock: Clock, state_socket: str | None
+) -> SharedState:
+    """With Redis configured, refresh and login state live there, shared by every replica (one client
+    for sessions and state); else in this process, or in the keeper for several workers."""
+    if REDIS in app:
+        return RedisState(app[REDIS], timeout_s=settings.redis_timeout)
+    return LocalState(clock) if state_socket is None else SocketState(state_socket)
 
 
 def redis_config(settings: Settings) -> RedisConfig:

@@ -19,9 +19,10 @@ import redis.asyncio as aioredis
 from aiohttp.test_utils import TestServer
 from yarl import URL
 
+from oidcproxy.coordination.redis import RedisState
 from oidcproxy.model import FakeClock, system_clock
 from oidcproxy.web import build_app
-from oidcproxy.web.appkeys import SESSIONS
+from oidcproxy.web.appkeys import SESSIONS, SHARED
 from tests.factories import make_settings
 from tests.support.devidp import dev_login
 from tests.support.redis import RedisServer
@@ -114,6 +115,16 @@ async def test_redis_store_keeps_a_small_ticket_and_redis_holds_nothing_readable
     async with aioredis.from_url(redis_server.url) as r:
         (entry,) = [k async for k in r.scan_iter("oidcproxy:s:*")]
         assert 167 * 3600 < await r.ttl(entry) <= 168 * 3600  # the session's own lifetime
+
+
+async def test_with_redis_configured_refresh_and_login_state_are_shared_through_it(
+    proxies: Proxy, redis_server: RedisServer
+) -> None:
+    for store_type in ("cookie", "redis"):  # the autopilot too
+        proxy = await proxies.start(session_store_type=store_type, redis_connection_url=redis_server.url)
+        assert isinstance(proxy.app[SHARED], RedisState)
+    plain = await proxies.start()
+    assert not isinstance(plain.app[SHARED], RedisState)
 
 
 async def test_autopilot_moves_a_4000_group_session_to_redis_and_keeps_small_ones_in_the_cookie(
