@@ -14,6 +14,7 @@ ProxyError (500 internal error)
 ├── IdPUnavailable (502, the provider answered wrongly)
 │   └── IdPUnreachable (503 with Retry-After: no answer at all, refused or timed out)
 ├── StateUnavailable (503 with Retry-After, the state the workers share)
+│   └── StoreUnavailable (503 with Retry-After: the session store did not answer; never a sign-in)
 ├── UpstreamUnavailable (502)
 │   └── UpstreamBroken (the upstream failed mid-answer; the proxy turns it into ResponseCut)
 ├── UpstreamTimeout (504)
@@ -47,6 +48,7 @@ __all__ = [
     "RefreshSuperseded",
     "ResponseCut",
     "StateUnavailable",
+    "StoreUnavailable",
     "TokenInvalid",
     "TokenRefused",
     "UpstreamBroken",
@@ -135,6 +137,12 @@ class IdPUnreachable(IdPUnavailable):
 class StateUnavailable(ProxyError):
     status, title, retry_after_s = 503, "Temporarily unavailable", 5
     public = "The proxy could not reach its shared state. Try again in a moment."
+
+
+class StoreUnavailable(StateUnavailable):
+    """The session store (Redis) failed or was too slow: the session may well be valid, so never 401."""
+
+    public = "The proxy could not reach its session store. Try again in a moment."
 
 
 class UpstreamUnavailable(ProxyError):

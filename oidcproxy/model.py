@@ -56,12 +56,17 @@ class Tokens:
 
 @dataclass(frozen=True, slots=True)
 class Session:
-    """One signed-in person: identity, tokens and the session's own lifetime."""
+    """One signed-in person: identity, tokens and the session's own lifetime.
+
+    `sid` is the provider's session id (the ID token's `sid` claim, OIDC Front-/Back-Channel Logout),
+    kept so that the provider's sign-out can end exactly this session; empty when it sent none.
+    """
 
     identity: Identity
     tokens: Tokens
     created_at: float
     expires_at: float
+    sid: str = ""
 
     def expired(self, now: float) -> bool:
         return now >= self.expires_at

@@ -45,7 +45,7 @@ _INSTEAD: Mapping[str, tuple[str, ...]] = {
         "ready_path",
     ),
     _TLS: ("https_address", "tls_cert_file", "tls_key_file", "tls_cipher_suites", "tls_min_version"),
-    "sessions live in the cookie; remove it": ("session_store_type", "session_cookie_minimal"),
+    "sessions keep their tokens (in the cookie, or sealed in Redis); remove it": ("session_cookie_minimal",),
     _GENERIC: (
         "allow_query_semicolons",
         "auth_logging",
@@ -94,7 +94,6 @@ _INSTEAD: Mapping[str, tuple[str, ...]] = {
     ),
 }
 _INSTEAD_BY_PREFIX: Mapping[str, str] = {
-    "redis_": "sessions live in the cookie; remove it",
     "metrics_": _GENERIC,
     **dict.fromkeys(
         ("github_", "gitlab_", "google_", "azure_", "entra_id_", "bitbucket_", "keycloak_", "allowed_role"),

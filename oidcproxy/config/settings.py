@@ -1,10 +1,10 @@
 """The one settings model: every option as a flat field, grouped by concern, checked as a whole.
 
 Settings inherits its fields from one options class per concern (server.py, provider.py, tokens.py,
-cookie.py, access.py, pages.py, edge.py, websocket.py), so `settings.cookie_secret`, `--cookie-secret`,
-`OIDCPROXY_COOKIE_SECRET` and `cookie_secret` in the file stay flat (STYLE C3). Each concern reports
-its own cross-field problems; `Settings.problems` adds the few that join two concerns and the model
-validator reports them all at once. Imports config's own modules and errors only.
+cookie.py, sessions.py, access.py, pages.py, edge.py, websocket.py), so `settings.cookie_secret`,
+`--cookie-secret`, `OIDCPROXY_COOKIE_SECRET` and `cookie_secret` in the file stay flat (STYLE C3).
+Each concern reports its own cross-field problems; `Settings.problems` adds the few that join two
+concerns and the model validator reports them all at once. Imports config's own modules and errors only.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from oidcproxy.config.edge import EdgeOptions
 from oidcproxy.config.pages import PageOptions
 from oidcproxy.config.provider import EndpointOptions, ProviderOptions
 from oidcproxy.config.server import RuntimeOptions, ServerOptions
+from oidcproxy.config.sessions import SessionStoreOptions
 from oidcproxy.config.sources import EnvironmentSource
 from oidcproxy.config.tokens import BearerOptions, ClaimOptions
 from oidcproxy.config.values import ENV_PREFIX, is_loopback, is_loopback_url
@@ -44,6 +45,7 @@ class Settings(
     RuntimeOptions,
     PageOptions,
     AccessOptions,
+    SessionStoreOptions,
     CookieOptions,
     BearerOptions,
     EndpointOptions,
@@ -94,6 +96,7 @@ class Settings(
         return [
             *ServerOptions.problems(self),
             *CookieOptions.problems(self),
+            *SessionStoreOptions.problems(self),
             *ProviderOptions.problems(self),
             *AccessOptions.problems(self),
             *RuntimeOptions.problems(self),

@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, unquote_plus, urlsplit
 
 import jwt
 
-from oidcproxy.config import Settings, cookie_key_material, split_address
+from oidcproxy.config import Settings, split_address
 from oidcproxy.forwarded import Edge
 from oidcproxy.model import Identity, Session, Tokens
 from oidcproxy.proxy import Bearer, auth_request_headers
@@ -380,7 +380,7 @@ def _buffer(size: int) -> str:
 
 def header_sizes(settings: Settings, session: Session, groups: int) -> list[Finding]:
     """The Cookie line browsers send back and the response headers NGINX must buffer from us."""
-    keys = KeyRing([cookie_key_material(settings.cookie_secret.get_secret_value())])
+    keys = KeyRing(settings.cookie_secrets())
     sealed = SessionCodec(keys, settings.cookie_name).encode(session)
     policy = CookiePolicy(settings.cookie_name, settings.cookie_domain, settings.cookie_path)
     chunks = [SetCookie.make(policy, n, v, 1) for n, v in split_cookie(settings.cookie_name, sealed)]

@@ -199,7 +199,7 @@ class Refresher:
                 raise RefreshRefused("refreshed ID token names another subject", "invalid_grant")
             identity = self._claims.identity(claims)
         log.info("session refreshed: %s", identity.email or identity.user)
-        return Session(identity, tokens, created_at=self._clock(), expires_at=session.expires_at)
+        return Session(identity, tokens, self._clock(), session.expires_at, sid=session.sid)
 
     def _done(self, key: str, task: asyncio.Task[Session]) -> None:
         self._inflight.pop(key, None)

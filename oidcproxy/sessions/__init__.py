@@ -3,9 +3,11 @@
     keys     the key ring: AEAD seal/open, key ids for secret rotation
     cookies  pure: split/join cookie values, Set-Cookie specs, attribute policy
     codec    Session <-> sealed text (versioned, compact, bound to the cookie name)
-    store    the SessionStore protocol and the cookie store with its cache
+    store    the SessionStore protocol (peek/fetch/save/clear/end_sessions) and the cookie store
+    redis    the Redis store: ticket cookies, sessions sealed in Redis under a per-session key
+    hybrid   cookie and ticket sessions under one name: the autopilot and --session-store-type=redis
 
-A second store (Redis) is one new module here behind the same protocol. Imports only model.
+Imports model, errors and redisconn.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ from __future__ import annotations
 from oidcproxy.sessions.codec import SessionCodec
 from oidcproxy.sessions.cookies import CookiePolicy, SetCookie
 from oidcproxy.sessions.keys import KeyRing
-from oidcproxy.sessions.store import CookieSessionStore, SessionCache, SessionStore
+from oidcproxy.sessions.store import MISS, CookieSessionStore, Miss, SessionCache, SessionStore
 
 __all__ = [
+    "MISS",
+    "Miss",
     "CookiePolicy",
     "CookieSessionStore",
     "KeyRing",

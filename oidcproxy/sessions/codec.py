@@ -20,7 +20,10 @@ _V0_DEFLATED = b"z"
 
 
 class SessionCodec:
-    """Session <-> sealed text. `decode` answers None for anything it cannot trust."""
+    """Session <-> sealed text. `decode` answers None for anything it cannot trust.
+
+    `needs_reseal` says whether a sealed text was sealed by another than the first key (rotation).
+    """
 
     __slots__ = ("_aad", "_keys")
 
@@ -33,12 +36,15 @@ class SessionCodec:
         fields = [
             ident.subject, ident.email, ident.email_verified, ident.user, ident.preferred_username,
             list(ident.groups), tok.id_token, tok.access_token, tok.refresh_token, tok.expires_at,
-            session.created_at, session.expires_at,
+            session.created_at, session.expires_at, session.sid,
         ]  # fmt: skip
         raw = json.dumps(fields, separators=(",", ":")).encode()
         packed = zlib.compress(raw, 6)
         body = _V0_DEFLATED + packed if len(packed) < len(raw) else _V0_PLAIN + raw
         return self._keys.seal(body, self._aad)
+
+    def needs_reseal(self, sealed: str) -> bool:
+        return not self._keys.sealed_by_first(sealed)
 
     def decode(self, sealed: str) -> Session | None:
         body = self._keys.open(sealed, self._aad)
@@ -46,8 +52,11 @@ class SessionCodec:
             return None
         try:
             raw = zlib.decompress(body[1:]) if body[:1] == _V0_DEFLATED else body[1:]
-            (sub, email, verified, user, pref, groups, idt, at, rt, texp, created, exp) = json.loads(raw)
+            fields = json.loads(raw)
+            # v0 sessions sealed before `sid` was kept have twelve fields
+            (sub, email, verified, user, pref, groups, idt, at, rt, texp, created, exp) = fields[:12]
+            sid = str(fields[12]) if len(fields) > 12 else ""
             identity = Identity(sub, email, bool(verified), user, pref, tuple(groups))
-            return Session(identity, Tokens(idt, at, rt, float(texp)), float(created), float(exp))
+            return Session(identity, Tokens(idt, at, rt, float(texp)), float(created), float(exp), sid)
         except (ValueError, TypeError, zlib.error):
             return None

@@ -94,8 +94,9 @@ def oversize_warning(name: str, size: int, limit: int = CHUNK_SIZE) -> str | Non
         f"session cookie {name} is {size} bytes in {chunks} cookies: browsers, NGINX "
         f"(large_client_header_buffers 4 64k) and --max-header-size will not carry it back in one "
         "Cookie header, so the person will be asked to sign in again. The cause is the size of the "
-        "provider's tokens (usually a long groups claim in the ID token); fix: have the provider "
-        "send fewer groups (a groups filter or a group-membership scope), or shorten the claims"
+        "provider's tokens (usually a long groups claim in the ID token); fix: configure Redis "
+        "(--redis-connection-url) so that sessions over --cookie-max-chunks cookies move there, or "
+        "--session-store-type=redis; or have the provider send fewer groups (a groups filter)"
     )
 
 

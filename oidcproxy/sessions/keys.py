@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import os
 from collections.abc import Sequence
 
@@ -31,7 +32,7 @@ def _hkdf(material: bytes, info: bytes) -> bytes:
 class KeyRing:
     """Seals with the first secret, opens with any; never shows its keys."""
 
-    __slots__ = ("_keys", "_login_keys", "_sealer")
+    __slots__ = ("_keys", "_login_keys", "_sealer", "_tag_keys")
 
     def __init__(self, secrets: Sequence[bytes]) -> None:
         if not secrets:
@@ -42,6 +43,7 @@ class KeyRing:
             self._keys.setdefault(hashlib.sha256(key).digest()[:4], AESGCM(key))
         self._sealer = next(iter(self._keys.items()))
         self._login_keys = [_hkdf(material, b"oidcproxy login v0") for material in secrets]
+        self._tag_keys = [_hkdf(material, b"oidcproxy index v0") for material in secrets]
 
     def __repr__(self) -> str:
         return f"KeyRing(<{len(self._keys)} keys>)"
@@ -67,6 +69,19 @@ class KeyRing:
             return aead.decrypt(blob[5:17], blob[17:], blob[:5] + associated)
         except InvalidTag:
             return None
+
+    def sealed_by_first(self, sealed: str) -> bool:
+        """Whether `sealed` names the sealing key (else the next save reseals it with that key)."""
+        try:
+            blob = base64.urlsafe_b64decode(sealed[:8] + "=" * (-len(sealed[:8]) % 4))
+        except (binascii.Error, ValueError):
+            return False
+        return blob[1:5] == self._sealer[0]
+
+    def tags(self, data: bytes) -> list[str]:
+        """HMAC-SHA256 tags of `data` under every secret, the sealing one first: index keys that name
+        nobody in plain text and that every secret of the ring can find again."""
+        return [hmac.new(key, data, hashlib.sha256).hexdigest()[:32] for key in self._tag_keys]
 
     def login_secrets(self) -> list[bytes]:
         """Signing keys for the short-lived login cookie (itsdangerous), newest first."""

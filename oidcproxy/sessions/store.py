@@ -1,23 +1,53 @@
 """Session stores: the SessionStore protocol, the cookie-backed store and its cache of opened sessions.
 
+`SessionStore` is the one interface the handlers and the gate call. A request's session is found in
+two steps, so that the hot path costs one dict lookup whatever the store:
+
+    peek(header, cookies)   sync, no I/O: the session, None (no valid session), or MISS
+    fetch(header, cookies)  async, only after MISS: asks the server side (Redis); a fault raises
+                            errors.StoreUnavailable, which is never "no session"
+
+then `save` and `clear` answer the Set-Cookie specs to apply, and `end_sessions` ends every session of
+a subject or of a provider session id (revocation; the cookie store cannot, it keeps nothing).
+
 The cookie store keeps the whole session in the browser, sealed by the codec and split over as many
-cookies as it needs; opening one on the hot path does no I/O, and a cache hit no crypto. Imports
-only model and the rest of `sessions`.
+cookies as it needs; it never answers MISS, and a cache hit does no crypto. Imports only model and the
+rest of `sessions`.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from typing import Protocol
+from typing import Final, Protocol
 
 from oidcproxy.model import Clock, Session
 from oidcproxy.sessions.codec import SessionCodec
-from oidcproxy.sessions.cookies import CookiePolicy, SetCookie, chunk_names, join_cookie, split_cookie
+from oidcproxy.sessions.cookies import (
+    CHUNK_SIZE,
+    CookiePolicy,
+    SetCookie,
+    chunk_names,
+    join_cookie,
+    split_cookie,
+)
 from oidcproxy.sessions.keys import KeyRing
 
-__all__ = ["CookieSessionStore", "SessionCache", "SessionStore"]
+__all__ = ["MISS", "CookieJar", "CookieSessionStore", "Miss", "SessionCache", "SessionStore"]
+
+CookieJar = Callable[[], Mapping[str, str]]
+"""The request's cookies, parsed only when called (aiohttp parses the header once per request)."""
+
+
+class Miss(enum.Enum):
+    """`peek` could not answer without I/O: call `fetch`."""
+
+    MISS = "miss"
+
+
+MISS: Final = Miss.MISS
 
 log = logging.getLogger("oidcproxy.session")
 
@@ -66,20 +96,43 @@ class SessionCache:
 
 
 class SessionStore(Protocol):
-    async def load(self, cookies: Mapping[str, str]) -> Session | None: ...
-    async def save(self, session: Session, cookies: Mapping[str, str]) -> list[SetCookie]: ...
-    async def clear(self, cookies: Mapping[str, str]) -> list[SetCookie]: ...
+    """Where sessions live. Every async method raises errors.StoreUnavailable on a store fault."""
+
+    def peek(self, header: str | None, cookies: CookieJar) -> Session | Miss | None:
+        """The session of a Cookie header without I/O, None when there is none, MISS to `fetch`."""
+
+    async def fetch(self, header: str | None, cookies: CookieJar) -> Session | None:
+        """The session after a MISS (a round trip to the store); None when there is none."""
+
+    async def save(self, session: Session, cookies: Mapping[str, str]) -> list[SetCookie]:
+        """Store the session (sealed with the first secret); the cookies the browser must now hold."""
+
+    async def clear(self, cookies: Mapping[str, str]) -> list[SetCookie]:
+        """End the request's session here and in the store; the cookies that delete it."""
+
+    async def end_sessions(self, *, subject: str = "", sid: str = "") -> int:
+        """End every stored session of a subject or a provider session id; how many ended."""
+
+    async def close(self) -> None: ...
 
 
 class CookieSessionStore:
     """The whole session lives in the browser, sealed and split over as many cookies as it needs."""
 
-    __slots__ = ("_by_header", "_cache", "_clock", "_codec", "_policy")
+    __slots__ = ("_by_header", "_cache", "_clock", "_codec", "_policy", "codec", "max_chunks", "warned")
 
     def __init__(
-        self, keys: KeyRing, policy: CookiePolicy, clock: Clock, cache: SessionCache | None = None
+        self,
+        keys: KeyRing,
+        policy: CookiePolicy,
+        clock: Clock,
+        cache: SessionCache | None = None,
+        *,
+        max_chunks: int = 0,
     ) -> None:
-        self._codec = SessionCodec(keys, policy.name)
+        self._codec = self.codec = SessionCodec(keys, policy.name)
+        self.max_chunks = max_chunks  # above it, one warning naming the fix (no store to move to)
+        self.warned = False
         self._policy = policy
         self._clock = clock
         self._cache = SessionCache() if cache is None else cache
@@ -87,7 +140,19 @@ class CookieSessionStore:
         # joining the chunks, which for a 30 KB session cost more than the rest of the request.
         self._by_header = SessionCache(max_entries=self._cache.max_entries)
 
-    def open_header(self, header: str | None, cookies: Callable[[], Mapping[str, str]]) -> Session | None:
+    def peek(self, header: str | None, cookies: CookieJar) -> Session | Miss | None:
+        return self.open_header(header, cookies)
+
+    async def fetch(self, header: str | None, cookies: CookieJar) -> Session | None:
+        return self.open_header(header, cookies)
+
+    async def end_sessions(self, *, subject: str = "", sid: str = "") -> int:
+        return 0  # nothing is kept here: a cookie session ends when it expires or its browser drops it
+
+    async def close(self) -> None:
+        return None
+
+    def open_header(self, header: str | None, cookies: CookieJar) -> Session | None:
         """`open` for a request: the raw Cookie header first, `cookies()` parsed only on a miss."""
         if not header:
             return None
@@ -122,7 +187,20 @@ class CookieSessionStore:
         return self.open(cookies)
 
     async def save(self, session: Session, cookies: Mapping[str, str]) -> list[SetCookie]:
-        sealed = self._codec.encode(session)
+        return self.save_sealed(session, self._codec.encode(session), cookies)
+
+    def save_sealed(self, session: Session, sealed: str, cookies: Mapping[str, str]) -> list[SetCookie]:
+        """The cookies of a session the codec already sealed (the autopilot measured it first)."""
+        if self.max_chunks and not self.warned and -(-len(sealed) // CHUNK_SIZE) > self.max_chunks:
+            self.warned = True
+            log.warning(
+                "a session needs %d cookies, more than --cookie-max-chunks=%d: NGINX auth_request passes "
+                "only one Set-Cookie and browsers cap the Cookie header. Fix: configure Redis "
+                "(--redis-connection-url), and sessions this large move there by themselves "
+                "(--session-store-type=cookie keeps the small ones in the cookie)",
+                -(-len(sealed) // CHUNK_SIZE),
+                self.max_chunks,
+            )
         max_age = max(1, int(session.expires_at - self._clock()))
         out = [
             SetCookie.make(self._policy, name, value, max_age)

@@ -15,12 +15,13 @@ import aiohttp
 from aiohttp import web
 
 from oidcproxy.authz import Policy
-from oidcproxy.config import Settings, cookie_key_material, split_address
+from oidcproxy.config import Settings, split_address
 from oidcproxy.coordination import (
     LocalState,
     SharedState,
     SocketState,
 )
+from oidcproxy.coordination.redis import RedisState
 from oidcproxy.forwarded import Edge
 from oidcproxy.idp import IdPClient, IdPConfig
 from oidcproxy.idp import build_app as build_idp_app
@@ -38,9 +39,12 @@ from oidcproxy.oidc import (
     ssl_context,
 )
 from oidcproxy.proxy import Bearer, HeaderPolicy, Route, Router, UpstreamProxy, WebSocketTimeouts
-from oidcproxy.sessions import CookieSessionStore, SessionCodec
+from oidcproxy.redisconn import RedisClient, RedisConfig, connect
+from oidcproxy.sessions import CookieSessionStore, SessionCodec, SessionStore
 from oidcproxy.sessions.cookies import CookiePolicy
+from oidcproxy.sessions.hybrid import HybridSessionStore
 from oidcproxy.sessions.keys import KeyRing
+from oidcproxy.sessions.redis import RedisSessionStore
 from oidcproxy.web import handlers
 from oidcproxy.web.appkeys import (
     BEARER,
@@ -52,6 +56,7 @@ from oidcproxy.web.appkeys import (
     PAGES,
     POLICY,
     PROXY,
+    REDIS,
     REFRESHER,
     SESSIONS,
     SETTINGS,
@@ -62,7 +67,7 @@ from oidcproxy.web.headerlimit import answer_431, header_limits
 from oidcproxy.web.middleware import errors_and_ids, remember_started
 from oidcproxy.web.pages import PageCache
 
-__all__ = ["MAX_FIELD_SIZE", "base_url", "build_app"]
+__all__ = ["MAX_FIELD_SIZE", "base_url", "build_app", "redis_config"]
 
 log = logging.getLogger("oidcproxy")
 
@@ -83,7 +88,7 @@ def build_app(
         handler_args=header_limits(settings.max_header_size),
         client_max_size=1024**2,
     )
-    keys = KeyRing([cookie_key_material(settings.cookie_secret.get_secret_value())])
+    keys = KeyRing(settings.cookie_secrets())
     cookie_policy = CookiePolicy(
         name=settings.cookie_name,
         domain=settings.cookie_domain,
@@ -95,8 +100,8 @@ def build_app(
     app[SETTINGS] = settings
     app[CLOCK] = clock
     app[PAGES] = PageCache()
-    app[SESSIONS] = CookieSessionStore(keys, cookie_policy, clock)
-    shared = app[SHARED] = shared_state or _shared_state(clock, state_socket)
+    app[SESSIONS] = _session_store(app, settings, keys, cookie_policy, clock)
+    shared = app[SHARED] = shared_state or _shared_state(app, settings, clock, state_socket)
     app[LOGIN] = LoginFlow(
         keys.login_secrets(),
         cookie_policy,
@@ -126,8 +131,63 @@ def build_app(
     return app
 
 
-def _shared_state(clock: Clock, state_socket: str | None) -> SharedState:
+def _session_store(
+    app: web.Application, settings: Settings, keys: KeyRing, policy: CookiePolicy, clock: Clock
+) -> SessionStore:
+    """The cookie store; with Redis configured, the hybrid (all to Redis with --session-store-type=redis,
+    else only sessions over --cookie-max-chunks cookies: the autopilot)."""
+    cookies = CookieSessionStore(keys, policy, clock, max_chunks=settings.cookie_max_chunks)
+    if not settings.redis_configured():
+        return cookies
+    client = app[REDIS] = connect(redis_config(settings))
+    app.cleanup_ctx.append(_redis_ctx)
+    tickets = RedisSessionStore(
+        client,
+        keys,
+        policy,
+        clock,
+        cache_ttl_s=settings.session_cache_ttl,
+        timeout_s=settings.redis_timeout,
+    )
+    max_chunks = 0 if settings.session_store_type == "redis" else settings.cookie_max_chunks
+    return HybridSessionStore(cookies, tickets, max_chunks)
+
+
+def _shared_state(
+    app: web.Application, settings: Settings, clock: Clock, state_socket: str | None
+) -> SharedState:
+    """With Redis configured, refresh and login state live there, shared by every replica (one client
+    for sessions and state); else in this process, or in the keeper for several workers."""
+    if REDIS in app:
+        return RedisState(app[REDIS], timeout_s=settings.redis_timeout)
     return LocalState(clock) if state_socket is None else SocketState(state_socket)
+
+
+def redis_config(settings: Settings) -> RedisConfig:
+    return RedisConfig(
+        url=settings.redis_connection_url,
+        username=settings.redis_username,
+        password=settings.redis_password_value(),
+        sentinel_master=settings.redis_sentinel_master_name if settings.redis_use_sentinel else "",
+        sentinel_urls=tuple(settings.redis_sentinel_connection_urls),
+        sentinel_password=settings.redis_sentinel_password.get_secret_value(),
+        cluster_urls=tuple(settings.redis_cluster_connection_urls) if settings.redis_use_cluster else (),
+        ca_path=settings.redis_ca_path,
+        insecure_skip_verify=settings.redis_insecure_skip_tls_verify,
+        idle_check_s=settings.redis_connection_idle_timeout,
+        timeout_s=settings.redis_timeout,
+    )
+
+
+async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The Redis client is built with the store (no connection yet) and closed last."""
+    yield
+    await app[SESSIONS].close()
+    await _close_redis(app[REDIS])
+
+
+async def _close_redis(client: RedisClient) -> None:
+    await client.aclose()
 
 
 def _edge(settings: Settings) -> Edge:

@@ -13,8 +13,9 @@ from oidcproxy.login import LoginFlow
 from oidcproxy.model import Clock
 from oidcproxy.oidc import BearerVerifier, ClaimMapping, OIDCClient, Refresher
 from oidcproxy.proxy import UpstreamProxy
+from oidcproxy.redisconn import RedisClient
 from oidcproxy.sessions.cookies import SetCookie
-from oidcproxy.sessions.store import CookieSessionStore
+from oidcproxy.sessions.store import SessionStore
 from oidcproxy.web.pages import PageCache
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "PAGES",
     "POLICY",
     "PROXY",
+    "REDIS",
     "REFRESHER",
     "REQUEST_ID",
     "SESSIONS",
@@ -38,7 +40,7 @@ __all__ = [
 
 SETTINGS = web.AppKey("settings", Settings)
 CLOCK: web.AppKey[Clock] = web.AppKey("clock")
-SESSIONS = web.AppKey("sessions", CookieSessionStore)
+SESSIONS: web.AppKey[SessionStore] = web.AppKey("sessions")
 LOGIN = web.AppKey("login", LoginFlow)
 OIDC = web.AppKey("oidc", OIDCClient)
 CLAIMS = web.AppKey("claims", ClaimMapping)
@@ -48,6 +50,8 @@ REFRESHER = web.AppKey("refresher", Refresher)
 BEARER = web.AppKey("bearer", BearerVerifier)  # only with --skip-jwt-bearer-tokens
 EDGE = web.AppKey("edge", Edge)
 PAGES = web.AppKey("pages", PageCache)  # the look of the pages, read once
+# The one Redis client (sessions and shared state), only when Redis is configured; closed on cleanup.
+REDIS: web.AppKey[RedisClient] = web.AppKey("redis")
 # Refresh and login state shared by the workers of this instance (refresh path and callback only).
 SHARED: web.AppKey[SharedState] = web.AppKey("shared")
 

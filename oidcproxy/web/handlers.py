@@ -26,6 +26,7 @@ from oidcproxy.model import Identity, Session, Tokens
 from oidcproxy.oidc import bearer_token, refresh_state
 from oidcproxy.proxy import auth_request_headers, is_websocket_upgrade
 from oidcproxy.sessions.cookies import SetCookie, secure_attribute
+from oidcproxy.sessions.store import MISS
 from oidcproxy.web.appkeys import (
     BEARER,
     CLAIMS,
@@ -111,7 +112,9 @@ async def callback(request: web.Request) -> web.StreamResponse:
     identity = app[CLAIMS].identity(claims)
     app[POLICY].require(identity)
     now = app[CLOCK]()
-    session = Session(identity, tokens, created_at=now, expires_at=now + app[SETTINGS].cookie_expire)
+    sid = claims.get("sid")
+    expires_at = now + app[SETTINGS].cookie_expire
+    session = Session(identity, tokens, now, expires_at, sid=sid if isinstance(sid, str) else "")
     log.info("signed in: %s (sub %s)", identity.email or identity.user, identity.subject)
     response = redirect(done.attempt.return_to)
     scheme = _scheme(request)
@@ -145,20 +148,29 @@ def _return_to(request: web.Request) -> str:
     return return_target(request.query.get("rd"), lambda url: request.app[EDGE].safe_redirect(url, ext))
 
 
-def _open(request: web.Request) -> Session | None:
-    """The request's session: looked up by the raw Cookie header, parsed only on a cache miss."""
-    return request.app[SESSIONS].open_header(request.headers.get("Cookie"), lambda: request.cookies)
+async def _open(request: web.Request) -> Session | None:
+    """The request's session: by the raw Cookie header from the store's cache (no I/O), else fetched.
+
+    A store fault raises StoreUnavailable (503): it is never taken for "no session", which would
+    send a signed-in person to sign in again, and back, in a loop.
+    """
+    store = request.app[SESSIONS]
+    header = request.headers.get("Cookie")
+    found = store.peek(header, lambda: request.cookies)
+    if found is MISS:
+        return await store.fetch(header, lambda: request.cookies)
+    return found
 
 
-def _session(request: web.Request) -> Session:
-    session = _open(request)
+async def _session(request: web.Request) -> Session:
+    session = await _open(request)
     if session is None:
         raise NotAuthenticated("no valid session cookie")
     return session
 
 
 async def userinfo(request: web.Request) -> web.StreamResponse:
-    ident = _session(request).identity
+    ident = (await _session(request)).identity
     body = {
         "user": ident.user,
         "email": ident.email,
@@ -169,8 +181,9 @@ async def userinfo(request: web.Request) -> web.StreamResponse:
 
 
 async def auth(request: web.Request) -> web.StreamResponse:
-    """NGINX auth_request: 202 signed in and allowed, 401 not signed in, 403 not allowed. No redirects."""
-    session = _open(request)
+    """NGINX auth_request: 202 signed in and allowed, 401 not signed in, 403 not allowed, 503 when the
+    session store failed (NGINX answers 500: fail closed, never a sign-in). No redirects."""
+    session = await _open(request)
     if session is None:
         return web.Response(status=401, headers={"Cache-Control": "no-store"})
     try:
@@ -219,7 +232,7 @@ async def gate(request: web.Request) -> web.StreamResponse:
     app = request.app
     if app[EDGE].skips_auth(request.method, request.rel_url.raw_path, request.headers):
         return await app[PROXY].handle(request, None, None)
-    session = _open(request)
+    session = await _open(request)
     expires_at: float | None = None
     if session is not None:
         _same_origin_websocket(request)

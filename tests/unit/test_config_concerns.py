@@ -18,6 +18,7 @@ from oidcproxy.config.edge import EdgeOptions
 from oidcproxy.config.pages import PageOptions
 from oidcproxy.config.provider import EndpointOptions, ProviderOptions
 from oidcproxy.config.server import RuntimeOptions, ServerOptions
+from oidcproxy.config.sessions import SessionStoreOptions
 from oidcproxy.config.tokens import BearerOptions, ClaimOptions
 from oidcproxy.config.websocket import WebSocketOptions
 from oidcproxy.errors import ConfigError
@@ -29,6 +30,7 @@ CONCERNS: list[type[BaseModel]] = [
     EndpointOptions,
     BearerOptions,
     CookieOptions,
+    SessionStoreOptions,
     AccessOptions,
     PageOptions,
     RuntimeOptions,
@@ -43,6 +45,7 @@ BAD_VALUE_PER_CONCERN = {
     EndpointOptions: ["--auth-extra-param=novalue"],
     BearerOptions: ["--extra-jwt-issuers=novalue"],
     CookieOptions: ["--cookie-expire=0s"],
+    SessionStoreOptions: ["--session-store-type=redis"],
     AccessOptions: [],  # neither --email-domain nor --authenticated-emails-file
     PageOptions: ["--custom-templates-dir=/no/such/folder"],
     RuntimeOptions: ["--workers=-1"],

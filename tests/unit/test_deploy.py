@@ -17,7 +17,7 @@ from oidcproxy.config import load_settings
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 K8S_VERSION = "1.31.0"
 PATTERNS = ["sidecar", "auth-request"]
-KUSTOMIZATIONS = ["base", *PATTERNS, "gateway-api", "ingress-nginx"]
+KUSTOMIZATIONS = ["base", *PATTERNS, "gateway-api", "ingress-nginx", "redis"]
 GATEWAY_API = "gateway.networking.k8s.io/v1"  # CRDs: kubernetes-validate has no schema for them
 
 
@@ -64,7 +64,7 @@ def test_every_yaml_file_is_used_by_a_kustomization() -> None:
     assert used == {p.resolve() for p in DEPLOY.rglob("*.yaml") if chart not in p.parents}
 
 
-@pytest.mark.parametrize("pattern", [*PATTERNS, "gateway-api", "ingress-nginx"])
+@pytest.mark.parametrize("pattern", [*PATTERNS, "gateway-api", "ingress-nginx", "redis"])
 def test_manifests_validate_against_the_kubernetes_schema(pattern: str) -> None:
     docs = _resources(DEPLOY / pattern)
     for doc in docs:
@@ -212,3 +212,16 @@ def test_auth_request_ingress_asks_oidcproxy_and_passes_identity_and_cookies() -
     passed = notes["nginx.ingress.kubernetes.io/auth-response-headers"].split(",")
     assert {"X-Auth-Request-Email", "X-Auth-Request-Groups", "Authorization"} <= set(passed)
     assert notes["nginx.ingress.kubernetes.io/auth-always-set-cookie"] == "true"
+
+
+def test_redis_example_keeps_sessions_in_its_redis_with_the_password_from_the_secret(tmp_path: Path) -> None:
+    docs = _resources(DEPLOY / "redis")
+    proxy = _container(docs, "oidcproxy")
+    for name in ("client-secret", "redis-password"):
+        (tmp_path / name).write_text("s3cret\n")
+    args = [a.replace("/secrets/", f"{tmp_path}/") for a in proxy["args"]]
+    settings = load_settings([*args, "--cookie-secret=" + "x" * 32])
+    assert settings.session_store_type == "redis" and settings.redis_password_value() == "s3cret"
+    host = urlsplit(settings.redis_connection_url).hostname
+    (service,) = [d for d in _by_kind(docs, "Service") if d["metadata"]["name"] == "redis"]
+    assert host == "redis.oidcproxy.svc" and service["spec"]["ports"][0]["port"] == 6379
