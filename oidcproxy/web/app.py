@@ -9,6 +9,7 @@ import dataclasses
 import functools
 import logging
 import secrets
+import ssl
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -36,7 +37,7 @@ from oidcproxy.oidc import (
     parse_pairs,
     ssl_context,
 )
-from oidcproxy.proxy import Bearer, HeaderPolicy, Route, Router, UpstreamProxy, WebSocketTimeouts
+from oidcproxy.proxy import Bearer, HeaderPolicy, Route, Router, UpstreamProxy, UpstreamTls, WebSocketTimeouts
 from oidcproxy.sessions import CookieSessionStore, SessionCodec
 from oidcproxy.sessions.cookies import CookiePolicy
 from oidcproxy.sessions.keys import KeyRing
@@ -249,6 +250,22 @@ async def _shared_ctx(app: web.Application) -> AsyncIterator[None]:
     await app[SHARED].close()
 
 
+def _upstream_tls(settings: Settings) -> ssl.SSLContext:
+    """The one context for https/wss upstreams; skipping verification is said loudly, at start."""
+    if settings.ssl_upstream_insecure_skip_verify:
+        log.warning(
+            "--ssl-upstream-insecure-skip-verify: https upstreams' certificates are NOT verified; "
+            "anyone on the path to them can read and change the traffic, identity headers and tokens "
+            "included. Trust their CA with --upstream-ca-file instead."
+        )
+    return UpstreamTls.of(
+        settings.upstream_ca_file,
+        settings.upstream_client_cert_file,
+        settings.upstream_client_key_file,
+        settings.ssl_upstream_insecure_skip_verify,
+    ).context()
+
+
 async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     routes = [Route.parse(url) for url in settings.upstream if not url.startswith("builtin:")]
@@ -278,6 +295,7 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
             session_check_s=settings.websocket_session_check,
         ),
         clock=app[CLOCK],
+        tls=_upstream_tls(settings),
     )
     await proxy.start()
     app[PROXY] = proxy
