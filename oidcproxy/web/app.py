@@ -215,7 +215,9 @@ def _routes(app: web.Application) -> None:
     app.router.add_get("/oauth2/callback", handlers.callback)
     app.router.add_route("*", "/oauth2/sign_out", handlers.sign_out)
     app.router.add_get("/oauth2/userinfo", handlers.userinfo)
-    app.router.add_get("/oauth2/auth", handlers.auth)
+    # Any method: NGINX's auth_request and Envoy's ext_authz ask with the original request's method.
+    app.router.add_route("*", "/oauth2/auth", handlers.auth)
+    app.router.add_route("*", "/oauth2/auth/{tail:.*}", handlers.auth)  # Envoy: path_prefix + path
     app.router.add_get("/ping", handlers.ping)
     app.router.add_get("/ready", handlers.ready)
     app.router.add_route("*", "/{tail:.*}", handlers.gate)
