@@ -16,7 +16,8 @@ ProxyError (500 internal error)
 ├── StateUnavailable (503 with Retry-After, the state the workers share)
 │   └── StoreUnavailable (503 with Retry-After: the session store did not answer; never a sign-in)
 ├── UpstreamUnavailable (502)
-│   └── UpstreamBroken (the upstream failed mid-answer; the proxy turns it into ResponseCut)
+│   ├── UpstreamBroken (the upstream failed mid-answer; the proxy turns it into ResponseCut)
+│   └── UpstreamTlsFailed (502, the upstream's certificate was not trusted, or the handshake failed)
 ├── UpstreamTimeout (504)
 └── ResponseCut (never rendered: the status line had gone out, so the connection is cut instead)
 
@@ -53,6 +54,7 @@ __all__ = [
     "TokenRefused",
     "UpstreamBroken",
     "UpstreamTimeout",
+    "UpstreamTlsFailed",
     "UpstreamUnavailable",
 ]
 
@@ -155,6 +157,14 @@ class UpstreamBroken(UpstreamUnavailable):
 
     Only ever seen as ResponseCut: the status line may have gone to the client already.
     """
+
+
+class UpstreamTlsFailed(UpstreamUnavailable):
+    title = "Application certificate not trusted"
+    public = (
+        "The application behind this proxy could not be reached securely: the TLS connection to it "
+        "failed. Its administrator has been told in the proxy's log."
+    )
 
 
 class UpstreamTimeout(ProxyError):

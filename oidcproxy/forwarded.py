@@ -9,6 +9,9 @@
   refused (RFC 9112 3.2), so a request line can never name another host.
 - Routes: --skip-auth-route / --api-route regexes are matched on the normalised path (percent-decoded,
   `//` collapsed, `.`/`..` resolved), so `/public/%2e%2e/admin` cannot ride a public prefix.
+- Forward auth: the request an ingress asks /oauth2/auth about comes as X-Forwarded-Method/-Uri
+  (Caddy forward_auth, Traefik ForwardAuth), X-Original-Method/-URI (NGINX auth_request) or as the
+  path after /oauth2/auth (Envoy ext_authz path_prefix); the headers count from trusted peers only.
 Imports nothing from oidcproxy.
 """
 
@@ -24,6 +27,7 @@ from urllib.parse import unquote, urlsplit
 __all__ = [
     "Edge",
     "External",
+    "Original",
     "HostRule",
     "RouteRule",
     "callback_url",
@@ -316,6 +320,45 @@ class Edge:
     def is_api(self, method: str, path: str) -> bool:
         norm = normalise_path(path)
         return any(rule.matches(method, norm) for rule in self.api)
+
+    def original(self, headers: Mapping[str, str], *, peer: str, method: str, tail: str) -> Original:
+        """The request /oauth2/auth is asked about. `tail`: what followed /oauth2/auth in its target.
+
+        From a trusted peer: X-Forwarded-Method/-Uri, else X-Original-Method/-URI. Otherwise the path
+        after /oauth2/auth (Envoy's path_prefix), with this request's method; else unknown ("").
+        """
+        if self.trusts(peer):
+            uri = headers.get("X-Forwarded-Uri") or headers.get("X-Original-URI") or ""
+            if uri:
+                sent = headers.get("X-Forwarded-Method") or headers.get("X-Original-Method") or "GET"
+                return Original(sent.strip().upper()[:16], _origin_form(uri))
+        if tail.startswith("/"):
+            return Original(method.upper(), _origin_form(tail))
+        return Original(method.upper(), "")
+
+
+@dataclass(frozen=True, slots=True)
+class Original:
+    """The method and origin-form target (`/path?query`) of the request an ingress asks about;
+    `target` is empty when no trusted header named it."""
+
+    method: str
+    target: str
+
+    @property
+    def path(self) -> str:
+        return self.target.split("?", 1)[0]
+
+
+def _origin_form(uri: str) -> str:
+    """`/path?query` only: a full URL keeps its path and query, anything else names no target."""
+    uri = uri.strip()
+    if uri.startswith(("http://", "https://")):
+        parts = urlsplit(uri)
+        uri = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    if not uri.startswith("/") or uri.startswith("//") or any(c in uri for c in "\r\n\t\\"):
+        return ""
+    return uri
 
 
 def _host_key(host: str, default_port: int | None) -> tuple[str, int | None]:

@@ -6,9 +6,10 @@ binds the address first (a busy port fails before anything forks, and port 0 is 
 the workers, restarts a worker that dies, and on SIGTERM or SIGINT forwards SIGTERM to every worker
 and waits for their graceful drain. Sessions live in cookies; what the workers do share (one refresh
 per session, a login state used once) lives in a `companion` process the parent forks first, restarts
-when it dies and stops only after the workers drained: the coordination keeper. Only `run` and
-`_serve` import from oidcproxy (config, coordination, idp's warning, web); the plumbing below them
-imports nothing from it.
+when it dies and stops only after the workers drained: the coordination keeper. With
+--https-address every process serves both addresses, the HTTPS one through `web.tls.ServingTls`,
+whose certificate is reloaded when its files change. Only `run` and `_serve` import from oidcproxy
+(config, coordination, idp's warning, web); the plumbing below them imports nothing from it.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -41,6 +42,7 @@ from oidcproxy.coordination import keeper_socket, remove_keeper_socket, serve_ke
 from oidcproxy.idp import warning_text
 from oidcproxy.web import base_url, build_app
 from oidcproxy.web.accesslog import batched_access_log
+from oidcproxy.web.tls import ServingTls
 
 __all__ = [
     "run",
@@ -55,13 +57,16 @@ __all__ = [
 
 log = logging.getLogger("oidcproxy.workers")
 
-Serve = Callable[[socket.socket, Callable[[], None]], None]
-"""serve(sock, ready): serve on the bound socket until SIGTERM; call ready() once it accepts."""
+Serve = Callable[[Sequence[socket.socket], Callable[[], None]], None]
+"""serve(socks, ready): serve on the bound sockets (one an address) until SIGTERM; ready() once it accepts."""
+Address = tuple[str, int]
 
 
 def run(settings: Settings, announce: Callable[[str], None] = print) -> int:
     """Serve until SIGTERM/SIGINT: in this process, or in --workers processes under a supervisor."""
-    host, port = split_address(settings.http_address)
+    addresses = [split_address(settings.http_address)]
+    if settings.https_address:
+        addresses.append(split_address(settings.https_address))
     if settings.oidc_type == "embedded":
         print(warning_text(remote=settings.dev_idp_allow_remote), file=sys.stderr, flush=True)
     count, why = settings.workers or (1 if settings.oidc_type == "embedded" else 0), ""
@@ -72,12 +77,13 @@ def run(settings: Settings, announce: Callable[[str], None] = print) -> int:
         plural = f" ({count} workers)" if count > 1 else ""
         if why:  # the default: say where the number came from, so a container limit can be checked
             plural = f" ({count} worker{'s' if count > 1 else ''}: {why})"
-        announce(f"oidcproxy listening on {settings.http_address}{plural}")
+        https = f" and https on {settings.https_address}" if settings.https_address else ""
+        announce(f"oidcproxy listening on {settings.http_address}{https}{plural}")
         if settings.dev:
             announce(f"Open {base_url(settings)}/ and sign in with any email and password.")
 
     if count == 1:
-        _serve(settings, listening, None, host=host, port=port)
+        _serve(settings, listening, None, addresses)
         return 0
     # The workers share refresh and login state through a keeper process on a private unix socket,
     # bound here so that it exists before any worker connects (and outlives a restarted keeper).
@@ -85,32 +91,117 @@ def run(settings: Settings, announce: Callable[[str], None] = print) -> int:
     try:
         serve = functools.partial(_serve_on, settings, path)
         companion = functools.partial(serve_keeper, keeper, new_event_loop)
-        return supervise(host, port, count, serve, on_ready=listening, companion=companion)
+        host, port = addresses[0]
+        return supervise(
+            host, port, count, serve, on_ready=listening, companion=companion, more=addresses[1:]
+        )
     finally:
         remove_keeper_socket(keeper, path)
 
 
-def _serve_on(settings: Settings, path: str, sock: socket.socket, ready: Callable[[], None]) -> None:
-    _serve(settings, lambda _: ready(), path, sock=sock)
+def _serve_on(
+    settings: Settings, path: str, socks: Sequence[socket.socket], ready: Callable[[], None]
+) -> None:
+    _serve(settings, lambda _: ready(), path, socks)
 
 
 def _serve(
-    settings: Settings, listening: Callable[[str], None] | None, state_socket: str | None, **where: Any
+    settings: Settings,
+    listening: Callable[[str], None] | None,
+    state_socket: str | None,
+    where: Sequence[Address | socket.socket],
 ) -> None:
-    """One process's server: app built here (after any fork), uvloop if installed, logs off the loop."""
+    """One process's server: app built here (after any fork), uvloop if installed, logs off the loop.
+
+    `where`: the HTTP address or bound socket first, then the HTTPS one with --https-address.
+    """
     access_log = logging.getLogger("oidcproxy.access") if settings.request_logging else None
     access_log_class, flush_access_log = batched_access_log()
+    tls = None
+    if settings.https_address:  # read and checked before listening: a bad pair stops start-up
+        tls = ServingTls(settings.tls_cert_file, settings.tls_key_file, settings.tls_min_version)
     with log_off_the_loop():
-        web.run_app(
+        run_app(
             build_app(settings, state_socket=state_socket),
-            print=listening,
+            functools.partial(_sites, where, tls),
+            loop=new_event_loop(),
+            listening=listening,
+            tls=tls,
             access_log=access_log,
             access_log_class=access_log_class,
-            loop=new_event_loop(),
             shutdown_timeout=WorkerPolicy().drain_s,
-            **where,
         )
         flush_access_log()
+
+
+def _sites(
+    where: Sequence[Address | socket.socket], tls: ServingTls | None, runner: web.AppRunner
+) -> list[web.BaseSite]:
+    contexts = [None, tls.context if tls is not None else None]
+    sites: list[web.BaseSite] = []
+    for place, context in zip(where, contexts, strict=False):
+        if isinstance(place, socket.socket):
+            sites.append(web.SockSite(runner, place, ssl_context=context))
+        else:
+            host, port = place
+            sites.append(web.TCPSite(runner, host, port, ssl_context=context))
+    return sites
+
+
+def run_app(
+    app: web.Application,
+    sites: Callable[[web.AppRunner], list[web.BaseSite]],
+    *,
+    loop: asyncio.AbstractEventLoop,
+    listening: Callable[[str], None] | None,
+    tls: ServingTls | None = None,
+    **runner_args: Any,
+) -> None:
+    """aiohttp's web.run_app, with a TLS context per site (it has one for all) and the certificate
+    poller; until SIGTERM/SIGINT, then the graceful drain."""
+
+    async def main() -> None:
+        runner = web.AppRunner(app, handle_signals=True, keepalive_timeout=75.0, **runner_args)
+        await runner.setup()
+        poller = None
+        try:
+            for site in sites(runner):
+                await site.start()
+            if tls is not None:
+                poller = asyncio.create_task(tls.keep_fresh(), name="tls-reload")
+            if listening is not None:
+                listening(", ".join(sorted(str(site.name) for site in runner.sites)))
+            await asyncio.Event().wait()  # until cancelled: SIGTERM raises GracefulExit in the loop
+        finally:
+            if poller is not None:
+                poller.cancel()
+            await runner.cleanup()
+
+    asyncio.set_event_loop(loop)
+    task = loop.create_task(main())
+    try:
+        loop.run_until_complete(task)
+    except (web.GracefulExit, KeyboardInterrupt):
+        pass
+    finally:
+        try:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    loop.run_until_complete(task)
+        finally:
+            _cancel_all(loop)
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+            asyncio.set_event_loop(None)
+
+
+def _cancel_all(loop: asyncio.AbstractEventLoop) -> None:
+    tasks = asyncio.all_tasks(loop)
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,32 +310,36 @@ def supervise(
     policy: WorkerPolicy = WorkerPolicy(),
     on_ready: Callable[[int], None] = lambda port: None,
     companion: Callable[[], None] | None = None,
+    more: Sequence[Address] = (),
 ) -> int:
-    """Run `count` workers each calling serve(own socket on host:port, ready); return the exit code.
+    """Run `count` workers each calling serve(own sockets on host:port and `more`, ready); return the
+    exit code.
 
     on_ready(port) is called once every first-generation worker accepts connections. `companion`,
     if given, runs in one more process until SIGTERM, which it gets once the workers have exited.
     """
-    reserved = reuseport_socket(host, port)  # resolves port 0 and fails early on a busy address
+    reserved: list[socket.socket] = []
     try:
-        port = reserved.getsockname()[1]
-        return _Supervisor(host, port, count, serve, policy, reserved, companion).run(on_ready)
+        for address in [(host, port), *more]:  # resolves port 0, fails early on a busy address
+            reserved.append(reuseport_socket(*address))
+        addresses = [(a[0], s.getsockname()[1]) for a, s in zip([(host, port), *more], reserved, strict=True)]
+        return _Supervisor(addresses, count, serve, policy, reserved, companion).run(on_ready)
     finally:
-        reserved.close()
+        for sock in reserved:
+            sock.close()
 
 
 class _Supervisor:
     def __init__(
         self,
-        host: str,
-        port: int,
+        addresses: list[Address],
         count: int,
         serve: Serve,
         policy: WorkerPolicy,
-        reserved: socket.socket,
+        reserved: list[socket.socket],
         companion: Callable[[], None] | None = None,
     ) -> None:
-        self._host, self._port, self._count = host, port, count
+        self._addresses, self._port, self._count = addresses, addresses[0][1], count
         self._serve, self._policy, self._reserved = serve, policy, reserved
         self._context = multiprocessing.get_context("fork")
         self._workers: dict[int, tuple[multiprocessing.process.BaseProcess, float]] = {}
@@ -279,9 +374,10 @@ class _Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, signal.SIG_DFL)
         _die_with_parent(self._parent)
-        self._reserved.close()
+        for sock in self._reserved:
+            sock.close()
         os.close(self._ready_r)
-        self._serve(reuseport_socket(self._host, self._port), self._signal_ready)
+        self._serve([reuseport_socket(*address) for address in self._addresses], self._signal_ready)
 
     def _start_companion(self) -> None:
         if self.companion is not None:
@@ -294,7 +390,8 @@ class _Supervisor:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when it stops
         _die_with_parent(self._parent)
         _name_process(b"oidcproxy-state")
-        self._reserved.close()
+        for sock in self._reserved:
+            sock.close()
         os.close(self._ready_r)
         os.close(self._ready_w)
         assert self.companion is not None  # noqa: S101 - only started when set

@@ -12,6 +12,8 @@ for pkg in nodejs:node npm:npm; do
 done
 # The NGINX tests (tests/e2e/test_nginx.py) run Debian's nginx as a subprocess on loopback.
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || need_apt+=(nginx)
+# The forward-auth tests (tests/e2e/test_caddy.py) run Debian's caddy the same way.
+command -v caddy >/dev/null 2>&1 || need_apt+=(caddy)
 # The browser tests drive Debian's Chromium through its chromedriver (no browser downloads).
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 [ -x /usr/bin/chromedriver ] || need_apt+=(chromium-driver)

@@ -33,6 +33,11 @@ class EdgeOptions(BaseModel):
     set_authorization_header: bool = option(
         False, "/oauth2/auth answers with Authorization: Bearer <ID token> (see --oidc-use-access-token)"
     )
+    forward_auth_redirect: bool = option(
+        False,
+        "/oauth2/auth answers a browser's unauthenticated GET with a redirect to sign in instead of "
+        "401 (Caddy forward_auth, Traefik ForwardAuth and Envoy pass the answer to the browser)",
+    )
     max_header_size: int = option(65536, "largest request header line in bytes; twice that in all")
     skip_auth_route: StrList = option(
         help="[METHOD=]regex of paths served without sign-in, repeatable (normalised path)",

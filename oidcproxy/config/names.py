@@ -23,7 +23,7 @@ RENAMED: Mapping[str, str] = {
 }
 """oauth2-proxy names of options we have under another name (plurals of repeatable options aside)."""
 
-_TLS = "terminate TLS in front of oidcproxy (NGINX, the ingress); remove it"
+_TLS = "the Python ssl module's defaults choose the ciphers; remove it"
 _GENERIC = "remove it (README: Moving from oauth2-proxy)"
 _INSTEAD: Mapping[str, tuple[str, ...]] = {
     "OpenID Connect is the only provider; remove it": ("provider",),
@@ -44,7 +44,7 @@ _INSTEAD: Mapping[str, tuple[str, ...]] = {
         "ping_path",
         "ready_path",
     ),
-    _TLS: ("https_address", "tls_cert_file", "tls_key_file", "tls_cipher_suites", "tls_min_version"),
+    _TLS: ("tls_cipher_suites",),
     "sessions keep their tokens (in the cookie, or sealed in Redis); remove it": ("session_cookie_minimal",),
     _GENERIC: (
         "allow_query_semicolons",
@@ -87,7 +87,6 @@ _INSTEAD: Mapping[str, tuple[str, ...]] = {
         "signature_key",
         "silence_ping_logging",
         "skip_claims_from_profile_url",
-        "ssl_upstream_insecure_skip_verify",
         "standard_logging",
         "standard_logging_format",
         "validate_url",

@@ -7,6 +7,7 @@ its own fields in `problems()`. Imports only config.values.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, field_validator
@@ -20,12 +21,31 @@ class ServerOptions(BaseModel):
     """Where we listen and what we protect."""
 
     http_address: str = option("127.0.0.1:4180", "address to listen on, host:port")
+    https_address: str = option(
+        "", "address to serve HTTPS on too, host:port (with --tls-cert-file and --tls-key-file)"
+    )
+    tls_cert_file: str = option(
+        "", "PEM certificate chain served on --https-address; reloaded when the file changes"
+    )
+    tls_key_file: str = option("", "PEM private key of --tls-cert-file; reloaded when the file changes")
+    tls_min_version: Literal["TLS1.2", "TLS1.3"] = option("TLS1.2", "oldest TLS version served")
     upstream: StrList = option(
         help="upstream URL, repeatable; its path is the route prefix it serves "
         "(http://app:8080/api/ gets /api/...); builtin:whoami is the demo upstream",
         default_factory=list,
     )
     upstream_timeout: Duration = option("30s", "time to wait for the upstream's response headers")
+    upstream_ca_file: StrList = option(
+        help="PEM file of CA certificates trusted for https upstreams, repeatable; default: system store",
+        default_factory=list,
+    )
+    upstream_client_cert_file: str = option(
+        "", "PEM client certificate shown to https upstreams that ask for one (mTLS)"
+    )
+    upstream_client_key_file: str = option("", "PEM private key of --upstream-client-cert-file")
+    ssl_upstream_insecure_skip_verify: bool = option(
+        False, "do not verify https upstreams' certificates (never in production; logged at start)"
+    )
     dev: bool = option(
         False,
         "demo mode: embedded provider, builtin:whoami upstream, insecure cookie, random secret",
@@ -35,6 +55,13 @@ class ServerOptions(BaseModel):
     @classmethod
     def _address(cls, value: str) -> str:
         split_address(value)
+        return value
+
+    @field_validator("https_address")
+    @classmethod
+    def _https_address(cls, value: str) -> str:
+        if value:
+            split_address(value)
         return value
 
     @field_validator("upstream")
@@ -50,9 +77,29 @@ class ServerOptions(BaseModel):
         return value
 
     def problems(self) -> list[str]:
+        out: list[str] = []
         if not self.upstream:
-            return ["--upstream: missing; name the application to protect, e.g. http://127.0.0.1:8080/"]
-        return []
+            out.append("--upstream: missing; name the application to protect, e.g. http://127.0.0.1:8080/")
+        out += self._serving_tls_problems()
+        out += _pair_problems(
+            ("--upstream-client-cert-file", self.upstream_client_cert_file),
+            ("--upstream-client-key-file", self.upstream_client_key_file),
+        )
+        out += _file_problems("--upstream-ca-file", self.upstream_ca_file)
+        return out
+
+    def _serving_tls_problems(self) -> list[str]:
+        cert, key = ("--tls-cert-file", self.tls_cert_file), ("--tls-key-file", self.tls_key_file)
+        if not self.https_address:
+            return [
+                f"{flag}: serves TLS on --https-address only; set it too, e.g. --https-address=0.0.0.0:4443"
+                for flag, value in (cert, key)
+                if value
+            ]
+        missing = [f"{flag}: missing; --https-address needs it" for flag, value in (cert, key) if not value]
+        if not missing and self.https_address == self.http_address:
+            missing.append("--https-address: must differ from --http-address")
+        return missing or _pair_problems(cert, key)
 
 
 class RuntimeOptions(BaseModel):
@@ -70,3 +117,18 @@ class RuntimeOptions(BaseModel):
         if self.workers < 0:
             return ["--workers: must be 0 (one per CPU) or more"]
         return []
+
+
+def _pair_problems(cert: tuple[str, str], key: tuple[str, str]) -> list[str]:
+    """A certificate and its key: both or neither, both readable files."""
+    (cert_flag, cert_path), (key_flag, key_path) = cert, key
+    if bool(cert_path) != bool(key_path):
+        given, other = (cert_flag, key_flag) if cert_path else (key_flag, cert_flag)
+        return [f"{other}: missing; {given} needs it"]
+    return _file_problems(cert_flag, [cert_path] if cert_path else []) + _file_problems(
+        key_flag, [key_path] if key_path else []
+    )
+
+
+def _file_problems(flag: str, paths: list[str]) -> list[str]:
+    return [f"{flag}: {path!r} is not a readable file" for path in paths if not Path(path).is_file()]

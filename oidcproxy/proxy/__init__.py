@@ -6,6 +6,7 @@
     websocket   the WebSocket relay: handshake, a pump each way, the session/idle watchdog
     client      our HTTP/1.1 client (keep-alive pool per origin)
     connection  one upstream connection and the response it carries (llhttp)
+    tls         the one SSLContext for https/wss upstreams (CA files, client certificate, skip-verify)
 
 Decides nothing about who may pass: the gate in `web` did. Imports config, errors and model.
 """
@@ -28,6 +29,7 @@ from oidcproxy.proxy.headers import (
 )
 from oidcproxy.proxy.http import UpstreamProxy, View
 from oidcproxy.proxy.routes import Route, Router, upstream_url
+from oidcproxy.proxy.tls import UpstreamTls
 from oidcproxy.proxy.websocket import WebSocketTimeouts
 
 __all__ = [
@@ -41,6 +43,7 @@ __all__ = [
     "UpstreamClient",
     "UpstreamProxy",
     "UpstreamResponse",
+    "UpstreamTls",
     "View",
     "WebSocketTimeouts",
     "auth_request_headers",

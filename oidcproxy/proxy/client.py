@@ -16,8 +16,9 @@ from collections.abc import AsyncIterator, Iterable
 
 from yarl import URL
 
-from oidcproxy.errors import UpstreamTimeout, UpstreamUnavailable
+from oidcproxy.errors import UpstreamTimeout, UpstreamTlsFailed, UpstreamUnavailable
 from oidcproxy.proxy.connection import Origin, UpstreamResponse, _Connection, _ConnectionLost
+from oidcproxy.proxy.tls import describe_tls_failure
 
 __all__ = ["UpstreamClient"]
 
@@ -121,6 +122,8 @@ class UpstreamClient:
             raise UpstreamTimeout(
                 f"{scheme}://{host}:{port}: no connection in {self._connect_timeout_s:g}s"
             ) from exc
+        except ssl.SSLError as exc:
+            raise UpstreamTlsFailed(f"{scheme}://{host}:{port}: {describe_tls_failure(exc)}") from exc
         except OSError as exc:
             raise UpstreamUnavailable(f"{scheme}://{host}:{port}: {type(exc).__name__}: {exc}") from exc
         self._all.add(conn)

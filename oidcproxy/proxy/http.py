@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import ssl
 from collections.abc import Callable
 
 import aiohttp
@@ -55,7 +56,9 @@ class UpstreamProxy:
         view: View = _direct_view,
         websocket: WebSocketTimeouts = WebSocketTimeouts(),
         clock: Clock = system_clock,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
+        """`tls`: the one context for https and wss upstreams (proxy.tls); None: the system store."""
         self.router = router
         self.policy = policy
         self._response_timeout_s = response_timeout_s
@@ -65,7 +68,10 @@ class UpstreamProxy:
         self._ws = websocket
         self._clock = clock
         self._http: aiohttp.ClientSession | None = None
-        self._client = UpstreamClient(connect_timeout_s=connect_timeout_s, max_field_size=max_field_size)
+        self._tls = tls if tls is not None else ssl.create_default_context()
+        self._client = UpstreamClient(
+            connect_timeout_s=connect_timeout_s, max_field_size=max_field_size, tls=self._tls
+        )
         self._caches = HeaderCaches()
         self._closing: set[asyncio.Future[bool]] = set()  # WebSocket closes still being sent
         # Responses cut after their status line was sent, by who failed: "upstream" or "client".
@@ -75,7 +81,7 @@ class UpstreamProxy:
         # No cap per host: every open WebSocket holds one upstream connection for its lifetime, so a cap
         # of 512 stalled the 513th WebSocket of a worker (bench/: 10,000 idle WebSockets). Keep-alive
         # connections are bounded by the client's own concurrency, as with nginx's upstream keepalive.
-        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30)
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30, ssl=self._tls)
         self._http = aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout_s),

@@ -17,8 +17,9 @@ from aiohttp import WSMsgType, web
 from multidict import CIMultiDict
 from yarl import URL
 
-from oidcproxy.errors import UpstreamTimeout, UpstreamUnavailable
+from oidcproxy.errors import UpstreamTimeout, UpstreamTlsFailed, UpstreamUnavailable
 from oidcproxy.model import Clock
+from oidcproxy.proxy.tls import describe_tls_failure
 
 __all__ = ["POLICY_VIOLATION", "WebSocketTimeouts", "connect", "relay"]
 
@@ -62,6 +63,13 @@ async def connect(
         ) from exc
     except aiohttp.WSServerHandshakeError as exc:
         raise UpstreamUnavailable(f"{url.origin()} refused the websocket: {exc.status}") from exc
+    except aiohttp.ClientSSLError as exc:
+        cause = (
+            exc.certificate_error
+            if isinstance(exc, aiohttp.ClientConnectorCertificateError)
+            else exc.os_error
+        )
+        raise UpstreamTlsFailed(f"{url.origin()}: {describe_tls_failure(cause)}") from exc
     except aiohttp.ClientError as exc:
         raise UpstreamUnavailable(f"{url.origin()}: {type(exc).__name__}: {exc}") from exc
 

@@ -9,6 +9,7 @@ import dataclasses
 import functools
 import logging
 import secrets
+import ssl
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -38,7 +39,7 @@ from oidcproxy.oidc import (
     parse_pairs,
     ssl_context,
 )
-from oidcproxy.proxy import Bearer, HeaderPolicy, Route, Router, UpstreamProxy, WebSocketTimeouts
+from oidcproxy.proxy import Bearer, HeaderPolicy, Route, Router, UpstreamProxy, UpstreamTls, WebSocketTimeouts
 from oidcproxy.redisconn import RedisClient, RedisConfig, connect
 from oidcproxy.sessions import CookieSessionStore, SessionCodec, SessionStore
 from oidcproxy.sessions.cookies import CookiePolicy
@@ -284,7 +285,9 @@ def _routes(app: web.Application) -> None:
     app.router.add_get("/oauth2/callback", handlers.callback)
     app.router.add_route("*", "/oauth2/sign_out", handlers.sign_out)
     app.router.add_get("/oauth2/userinfo", handlers.userinfo)
-    app.router.add_get("/oauth2/auth", handlers.auth)
+    # Any method: NGINX's auth_request and Envoy's ext_authz ask with the original request's method.
+    app.router.add_route("*", "/oauth2/auth", handlers.auth)
+    app.router.add_route("*", "/oauth2/auth/{tail:.*}", handlers.auth)  # Envoy: path_prefix + path
     app.router.add_get("/ping", handlers.ping)
     app.router.add_get("/ready", handlers.ready)
     app.router.add_route("*", "/{tail:.*}", handlers.gate)
@@ -319,6 +322,22 @@ async def _shared_ctx(app: web.Application) -> AsyncIterator[None]:
     await app[SHARED].close()
 
 
+def _upstream_tls(settings: Settings) -> ssl.SSLContext:
+    """The one context for https/wss upstreams; skipping verification is said loudly, at start."""
+    if settings.ssl_upstream_insecure_skip_verify:
+        log.warning(
+            "--ssl-upstream-insecure-skip-verify: https upstreams' certificates are NOT verified; "
+            "anyone on the path to them can read and change the traffic, identity headers and tokens "
+            "included. Trust their CA with --upstream-ca-file instead."
+        )
+    return UpstreamTls.of(
+        settings.upstream_ca_file,
+        settings.upstream_client_cert_file,
+        settings.upstream_client_key_file,
+        settings.ssl_upstream_insecure_skip_verify,
+    ).context()
+
+
 async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     routes = [Route.parse(url) for url in settings.upstream if not url.startswith("builtin:")]
@@ -348,6 +367,7 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
             session_check_s=settings.websocket_session_check,
         ),
         clock=app[CLOCK],
+        tls=_upstream_tls(settings),
     )
     await proxy.start()
     app[PROXY] = proxy

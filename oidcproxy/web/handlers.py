@@ -20,7 +20,7 @@ from oidcproxy.errors import (
     RefreshRefused,
     RefreshSuperseded,
 )
-from oidcproxy.forwarded import External, callback_url
+from oidcproxy.forwarded import External, Original, callback_url, external_base
 from oidcproxy.login import return_target
 from oidcproxy.model import Identity, Session, Tokens
 from oidcproxy.oidc import bearer_token, refresh_state
@@ -41,7 +41,7 @@ from oidcproxy.web.appkeys import (
     SET_COOKIES,
     SETTINGS,
 )
-from oidcproxy.web.middleware import page, pages, redirect
+from oidcproxy.web.middleware import page, pages, redirect, wants_html
 
 __all__ = [
     "apply_cookies",
@@ -181,27 +181,56 @@ async def userinfo(request: web.Request) -> web.StreamResponse:
 
 
 async def auth(request: web.Request) -> web.StreamResponse:
-    """NGINX auth_request: 202 signed in and allowed, 401 not signed in, 403 not allowed, 503 when the
-    session store failed (NGINX answers 500: fail closed, never a sign-in). No redirects."""
+    """Forward auth (NGINX auth_request, Caddy, Traefik, Envoy): 202 signed in and allowed (or a
+    --skip-auth-route), 401 not signed in, 403 not allowed, 503 when the session store failed (NGINX
+    answers 500: fail closed, never a sign-in). A browser's unauthenticated GET gets a redirect to sign
+    in instead of the 401 with --forward-auth-redirect, unless it is an --api-route."""
+    app = request.app
+    original = _original(request)
+    if original.target and app[EDGE].skips_auth(original.method, original.path, request.headers):
+        return web.Response(status=202, headers={"Cache-Control": "no-store"})
     session = await _open(request)
-    if session is None:
-        return web.Response(status=401, headers={"Cache-Control": "no-store"})
     try:
+        if session is None:
+            raise NotAuthenticated("no valid session cookie")
         session = await _fresh(request, session)
     except NotAuthenticated:
-        return web.Response(status=401, headers={"Cache-Control": "no-store"})
+        return _unauthenticated(request, original)
     ident = session.identity
-    if not request.app[POLICY].evaluate(ident).allowed or not _query_allows(request, ident):
+    if not app[POLICY].evaluate(ident).allowed or not _query_allows(request, ident):
         return web.Response(status=403, headers={"Cache-Control": "no-store"})
-    settings = request.app[SETTINGS]
+    settings = app[SETTINGS]
     extra = auth_request_headers(
         ident,
         session.tokens,
         xauthrequest=settings.set_xauthrequest,
         access_token=settings.pass_access_token,
-        bearer=request.app[PROXY].policy.bearer,
+        bearer=app[PROXY].policy.bearer,
     )
     return web.Response(status=202, headers=[("Cache-Control", "no-store"), *extra])
+
+
+def _original(request: web.Request) -> Original:
+    tail = request.match_info.get("tail", "")
+    if tail and request.query_string:
+        tail += "?" + request.query_string
+    peer = request.remote or ""
+    return request.app[EDGE].original(
+        request.headers, peer=peer, method=request.method, tail="/" + tail if tail else ""
+    )
+
+
+def _unauthenticated(request: web.Request, original: Original) -> web.StreamResponse:
+    """401, or with --forward-auth-redirect a browser navigation's way to sign in, back to `original`."""
+    edge = request.app[EDGE]
+    navigation = original.method in ("GET", "HEAD") and wants_html(request) and bool(original.target)
+    if not (request.app[SETTINGS].forward_auth_redirect and navigation):
+        return web.Response(status=401, headers={"Cache-Control": "no-store"})
+    if edge.is_api(original.method, original.path) or is_websocket_upgrade(request.headers):
+        return web.Response(status=401, headers={"Cache-Control": "no-store"})
+    ext = _external(request)
+    back = external_base(ext.scheme, ext.host) + original.target
+    return redirect("/oauth2/start?rd=" + quote(back, safe=""))
 
 
 def _query_allows(request: web.Request, ident: Identity) -> bool:

@@ -40,7 +40,7 @@ def test_a_port_held_without_reuseport_is_refused() -> None:
 
 
 def test_workers_that_die_at_start_make_the_supervisor_give_up() -> None:
-    def crash(sock: socket.socket, ready: object) -> None:
+    def crash(socks: object, ready: object) -> None:
         os._exit(3)
 
     ready_ports: list[int] = []
