@@ -2,6 +2,7 @@
 
     state   the SharedState contract (text keys with a TTL) and LocalState, its in-process table
     keeper  the keeper process serving one LocalState to every worker, and SocketState, its client
+    revocation  the revocation list (sid/sub, time) in the shared state, with a local copy per process
 
 Refresh and login depend on the SharedState protocol only, never on how it is held; a Redis
 implementation slots in beside these. Imports model and errors.
@@ -16,10 +17,12 @@ from oidcproxy.coordination.keeper import (
     serve_keeper,
     start_keeper,
 )
+from oidcproxy.coordination.revocation import Revocations
 from oidcproxy.coordination.state import LocalState, SharedState
 
 __all__ = [
     "LocalState",
+    "Revocations",
     "SharedState",
     "SocketState",
     "keeper_socket",
