@@ -31,19 +31,23 @@ from oidcproxy.model import Clock, Tokens
 from oidcproxy.oidc.client import OIDCClient
 from oidcproxy.oidc.tokens import TokenCheck
 
-__all__ = ["LOGOUT_EVENT", "LogoutRequest", "SignOut", "check_logout_token", "end_session_url"]
+__all__ = ["LOGOUT_EVENT", "MAX_HINT_CHARS", "LogoutRequest", "SignOut", "check_logout_token", "end_session_url"]
 
 log = logging.getLogger("oidcproxy.oidc")
 
 LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
+# A longer ID token (hundreds of groups) would make a Location header and a request line over the 8 KB
+# that NGINX, aiohttp and most providers accept; without the hint the provider asks the person instead.
+MAX_HINT_CHARS = 4096
 
 
 def end_session_url(
     endpoint: str, *, id_token: str, client_id: str, post_logout_redirect_uri: str, state: str
 ) -> str:
-    """Where to send the browser: the provider's end_session_endpoint with our parameters."""
+    """Where to send the browser: the provider's end_session_endpoint with our parameters; the
+    id_token_hint only when it fits in a URL (MAX_HINT_CHARS)."""
     params = [("client_id", client_id), ("post_logout_redirect_uri", post_logout_redirect_uri)]
-    if id_token:
+    if id_token and len(id_token) <= MAX_HINT_CHARS:
         params.insert(0, ("id_token_hint", id_token))
     params.append(("state", state))
     return str(add_params_to_uri(endpoint, params))
