@@ -31,7 +31,14 @@ from oidcproxy.model import Clock, Tokens
 from oidcproxy.oidc.client import OIDCClient
 from oidcproxy.oidc.tokens import TokenCheck
 
-__all__ = ["LOGOUT_EVENT", "MAX_HINT_CHARS", "LogoutRequest", "SignOut", "check_logout_token", "end_session_url"]
+__all__ = [
+    "LOGOUT_EVENT",
+    "MAX_HINT_CHARS",
+    "LogoutRequest",
+    "SignOut",
+    "check_logout_token",
+    "end_session_url",
+]
 
 log = logging.getLogger("oidcproxy.oidc")
 
