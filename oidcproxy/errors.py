@@ -2,10 +2,12 @@
 
 ProxyError (500 internal error)
 ├── BadRequest (400)
-│   └── LoginFailed (400, offers to start again)
-│       ├── TokenInvalid (a token failed a check; the detail names which)
-│       └── TokenRefused (the token endpoint answered 4xx; `error` is its RFC 6749 code)
-│           └── RefreshRefused (a refresh that will never be granted: the session ends)
+│   ├── LoginFailed (400, offers to start again)
+│   │   ├── TokenInvalid (a token failed a check; the detail names which)
+│   │   └── TokenRefused (the token endpoint answered 4xx; `error` is its RFC 6749 code)
+│   │       └── RefreshRefused (a refresh that will never be granted: the session ends)
+│   ├── SignOutFailed (400, the provider reported an error on the way back from signing out)
+│   └── LogoutTokenRefused (400, a back-channel logout token failed a check)
 ├── NotAuthenticated (401; browsers are redirected to sign in)
 │   └── RefreshSuperseded (an old cookie whose refresh token was already redeemed; cookie kept)
 ├── NotFound (404, no upstream route)
@@ -45,9 +47,11 @@ __all__ = [
     "NotAuthenticated",
     "NotFound",
     "ProxyError",
+    "LogoutTokenRefused",
     "RefreshRefused",
     "RefreshSuperseded",
     "ResponseCut",
+    "SignOutFailed",
     "StateUnavailable",
     "StoreUnavailable",
     "TokenInvalid",
@@ -101,6 +105,19 @@ class TokenRefused(LoginFailed):
 
 class RefreshRefused(TokenRefused):
     """A refresh the provider will never grant (invalid_grant, invalid_client): the session ends."""
+
+
+class SignOutFailed(BadRequest):
+    title = "Sign-out did not complete"
+    public = (
+        "You are signed out of this application, but the identity provider reported a problem ending "
+        "its own session. Close the browser to be sure."
+    )
+
+
+class LogoutTokenRefused(BadRequest):
+    title = "Logout token refused"
+    public = "The logout token was not accepted."
 
 
 class NotAuthenticated(ProxyError):

@@ -1,4 +1,6 @@
 """The login round-trip, pure: state, nonce, PKCE verifier and where to go back to; redirect checks.
+The sign-out round-trip too: the `state` sent to the provider's end_session_endpoint carries, signed,
+where the browser goes once the provider sends it back.
 
 The round-trip rides in a short-lived cookie signed and time-limited with itsdangerous, one cookie per
 attempt (named after its state), so two tabs signing in at once do not undo each other. An attempt is
@@ -27,6 +29,7 @@ from oidcproxy.sessions.cookies import CookiePolicy, SetCookie
 
 __all__ = ["Callback", "LoginAttempt", "LoginFlow", "return_target", "safe_return_to"]
 
+_SIGN_OUT_MAX_AGE_S = 3600  # the provider may ask "sign out?" and wait for an answer
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -103,6 +106,9 @@ class LoginFlow:
         self._serializer = URLSafeTimedSerializer(
             list(reversed(secrets)), salt="oidcproxy-login", signer=_Signer
         )
+        self._sign_out = URLSafeTimedSerializer(
+            list(reversed(secrets)), salt="oidcproxy-sign-out", signer=_Signer
+        )
         self._policy = policy
         self._pkce = pkce
         self._max_age = max_age
@@ -150,6 +156,24 @@ class LoginFlow:
         target = return_to if _is_absolute(str(return_to)) else safe_return_to(return_to)
         attempt = LoginAttempt(saved_state, nonce, verifier, target, redirect_uri)
         return Callback(attempt, code)
+
+    def sign_out_state(self, return_to: str) -> str:
+        """The sign-out `state`: a nonce and `return_to` (already checked), signed and time-limited."""
+        value = self._sign_out.dumps([generate_token(16), return_to])
+        assert isinstance(value, str)  # noqa: S101 - URLSafeTimedSerializer yields text
+        return value
+
+    def sign_out_target(self, state: str) -> str | None:
+        """Where a sign-out round-trip ends, from its `state`: "" for our page, None when the state is not
+        ours or too old."""
+        try:
+            _, return_to = self._sign_out.loads(state, max_age=_SIGN_OUT_MAX_AGE_S)
+        except (BadData, ValueError, TypeError):
+            return None
+        target = str(return_to)
+        if not target:
+            return ""  # no rd was given: our signed-out page
+        return target if _is_absolute(target) else safe_return_to(target)
 
     def clear(self, state: str) -> SetCookie:
         return SetCookie.make(self._policy, self.cookie_name(state), "", 0)

@@ -58,8 +58,10 @@ class Tokens:
 class Session:
     """One signed-in person: identity, tokens and the session's own lifetime.
 
-    `sid` is the provider's session id (the ID token's `sid` claim, OIDC Front-/Back-Channel Logout),
-    kept so that the provider's sign-out can end exactly this session; empty when it sent none.
+    `created_at` is when the tokens were last issued (a refresh moves it); `signed_in_at` is when the
+    person signed in, which nothing moves: revocation compares against it. `sid` is the provider's
+    session id (the ID token's `sid` claim), or one of ours when the provider sends none, so that
+    sign-out can revoke this session alone.
     """
 
     identity: Identity
@@ -67,6 +69,12 @@ class Session:
     created_at: float
     expires_at: float
     sid: str = ""
+    signed_in_at: float = 0.0
+
+    @property
+    def login_time(self) -> float:
+        """When the person signed in (`created_at` for a cookie sealed before `signed_in_at` existed)."""
+        return self.signed_in_at or self.created_at
 
     def expired(self, now: float) -> bool:
         return now >= self.expires_at

@@ -12,7 +12,13 @@ from aiohttp.test_utils import TestServer
 from oidcproxy.web.app import build_app
 from tests.factories import echo_app, make_settings
 from tests.support.devidp import dev_login
-from tests.support.nodeidp import NodeIdP, ensure_node_modules, provider_login, start_node_idp
+from tests.support.nodeidp import (
+    NodeIdP,
+    ensure_node_modules,
+    provider_login,
+    provider_logout,
+    start_node_idp,
+)
 
 # Real Redis (standalone, Sentinel, Cluster): redis_server, redis_factory, redis_sentinel, redis_cluster.
 pytest_plugins = ["tests.support.redis_fixtures"]
@@ -70,6 +76,14 @@ class Provider:
             name=user.get("name", ""),
             groups=",".join(user["groups"]),
         )
+
+    async def logout(self, session: aiohttp.ClientSession, end_session_url: str) -> str:
+        """Sign out at the provider's end_session_endpoint; answers its redirect, not followed."""
+        if self.node is not None:
+            return await provider_logout(session, end_session_url)
+        async with session.get(end_session_url, allow_redirects=False) as resp:
+            assert resp.status == 302, await resp.text()
+            return str(resp.headers["Location"])
 
 
 @pytest.fixture(params=["node", "embedded"])

@@ -50,7 +50,6 @@ _INSTEAD: Mapping[str, tuple[str, ...]] = {
         "allow_query_semicolons",
         "auth_logging",
         "auth_logging_format",
-        "backend_logout_url",
         "basic_auth_password",
         "cookie_csrf_expire",
         "cookie_csrf_per_request",

@@ -40,6 +40,11 @@ class ProviderOptions(BaseModel):
     redirect_url: str = option("", "callback URL registered at the provider; empty: built from the request")
     scope: str = option("openid email profile", "scopes to request, space-separated")
     code_challenge_method: str = option("S256", "PKCE method: S256, or empty to disable PKCE")
+    provider_sign_out: bool = option(
+        True,
+        "sign-out also ends the provider's session (RP-initiated logout) and revokes the refresh token,"
+        " when the provider advertises end_session_endpoint; false: clear our session only",
+    )
     provider_timeout: Duration = option("10s", "timeout for each call to the provider")
     provider_max_response_size: int = option(
         1 << 20, "largest discovery, key set, token or userinfo answer read from the provider, in bytes"
@@ -96,6 +101,9 @@ class EndpointOptions(BaseModel):
     redeem_url: str = option("", "token endpoint (with --skip-oidc-discovery)")
     oidc_jwks_url: str = option("", "JWKS URL (with --skip-oidc-discovery)")
     profile_url: str = option("", "userinfo endpoint (with --skip-oidc-discovery; optional)")
+    backend_logout_url: str = option(
+        "", "URL the proxy GETs on sign-out, {id_token} replaced by the session's ID token"
+    )
     auth_extra_param: StrList = option(
         help="key=value added to the authorization request, repeatable (prompt, domain_hint...)",
         default_factory=list,
@@ -130,6 +138,9 @@ class EndpointOptions(BaseModel):
         for name, value in {**endpoints, "profile_url": self.profile_url}.items():
             if value and not re.fullmatch(HTTP_URL, value):
                 out.append(f"{flag_name(name)}: {value!r} is not an http(s) URL")
+        logout = self.backend_logout_url
+        if logout and not re.fullmatch(HTTP_URL, logout.replace("{id_token}", "x")):
+            out.append(f"--backend-logout-url: {logout!r} is not an http(s) URL")
         for path in self.provider_ca_file:
             if not Path(path).is_file():
                 out.append(f"--provider-ca-file: {path!r} is not a readable file")

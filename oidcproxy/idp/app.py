@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any
@@ -21,9 +22,10 @@ from multidict import CIMultiDict, MultiDictProxy, MultiMapping
 
 from oidcproxy.idp.config import SCOPES, DevUser, IdPClient, IdPConfig
 from oidcproxy.idp.keys import KeyRing
+from oidcproxy.idp.logout import authenticate_client, deliver, logout_token, revoke
 from oidcproxy.idp.pages import LOGIN_FIELDS, error_page, login_page, signed_out_page
 from oidcproxy.idp.server import TOKEN_AUTH_METHODS, DevAuthorizationServer, HttpInput, Reply
-from oidcproxy.idp.store import Store
+from oidcproxy.idp.store import ProviderSession, Store
 
 __all__ = ["DEV_IDP", "DevIdP", "build_app"]
 
@@ -57,6 +59,9 @@ class DevIdP:
     - `jwks_cache_control`: the JWKS answer's Cache-Control header (none when empty);
     - `delay[path]`: seconds that endpoint waits before it answers (a slow token endpoint, say);
     - `hold[path]`: that endpoint answers only once the event is set (a test decides when).
+
+    Logout: `backchannel_logout(sub=..., sid=...)` ends provider sessions as an administrator would
+    and sends each registered client a logout token; `logout_token(...)` makes one (tests).
 
     `requests` counts requests by path, relative to the issuer, faulty answers included.
     """
@@ -102,6 +107,9 @@ class DevIdP:
             "userinfo_endpoint": at("/userinfo"),
             "jwks_uri": at("/jwks"),
             "end_session_endpoint": at("/end_session"),
+            "revocation_endpoint": at("/revoke"),
+            "backchannel_logout_supported": True,
+            "backchannel_logout_session_supported": True,
             "response_types_supported": ["code"],
             "response_modes_supported": ["query"],
             "grant_types_supported": ["authorization_code", "refresh_token"],
@@ -125,6 +133,7 @@ class DevIdP:
         app.router.add_route("POST", "/userinfo", _userinfo)
         app.router.add_route("GET", "/end_session", _end_session)
         app.router.add_route("POST", "/end_session", _end_session)
+        app.router.add_post("/revoke", _revoke)
         app.on_startup.append(_announce)
         return app
 
@@ -148,7 +157,11 @@ class DevIdP:
         if user is None:
             return self._login_form(given, grant.request.client.client_id, login, problem)
         grant.request.user = user
+        grant.request.sid = sid = secrets.token_urlsafe(16)
         reply = self.server.create_authorization_response(grant.request, user, grant)
+        if reply.status in (302, 303):
+            client_id = grant.request.client.client_id
+            self.store.sessions[sid] = ProviderSession(sid=sid, user=user, client_id=client_id)
         log.info("dev IdP: %s signed in for client %s", user.email, grant.request.client.client_id)
         return _to_web(reply)
 
@@ -185,10 +198,14 @@ class DevIdP:
         """OIDC RP-Initiated Logout 1.0, section 2 and 3. No server-side session exists to end."""
         client = self.config.client(params.get("client_id", ""))
         if hint := params.get("id_token_hint"):
-            aud = self._hint_audience(hint)
-            if aud is None or (client is not None and client.client_id != aud):
+            claims = self._hint_claims(hint)
+            aud = claims.get("aud") if claims is not None else None
+            if not isinstance(aud, str) or (client is not None and client.client_id != aud):
                 return _html(error_page("Sign-out failed", "id_token_hint is not valid."), 400)
             client = self.config.client(aud)
+            sid = (claims or {}).get("sid")
+            if isinstance(sid, str) and sid:
+                self.store.end_sessions(sid=sid)
         target = params.get("post_logout_redirect_uri")
         if not target:
             return _html(signed_out_page(), 200)
@@ -200,18 +217,47 @@ class DevIdP:
             target += ("&" if urlsplit(target).query else "?") + urlencode({"state": state})
         return web.Response(status=302, headers={"Location": target, "Cache-Control": "no-store"})
 
-    def _hint_audience(self, hint: str) -> str | None:
-        """The client an ID token we issued was for; its expiry does not matter here (RP-Initiated
-        Logout 1.0, section 2: the hint may have expired)."""
+    def _hint_claims(self, hint: str) -> dict[str, Any] | None:
+        """The claims of an ID token we issued; its expiry does not matter here (RP-Initiated Logout
+        1.0, section 2: the hint may have expired)."""
         try:
             token = jwt.decode(hint, self.keys.verification_keys(), [self.config.signing_alg])
         except (JoseError, ValueError):
             return None
-        claims = token.claims
-        aud = claims.get("aud")
-        if claims.get("iss") != self.config.issuer or not isinstance(aud, str):
-            return None
-        return aud
+        claims = dict(token.claims)
+        return claims if claims.get("iss") == self.config.issuer else None
+
+    # -- back-channel logout and revocation ------------------------------------------------------
+
+    def logout_token(self, client_id: str, *, sub: str = "", sid: str = "", **extra: Any) -> str:
+        """A logout token signed with the current key (Back-Channel Logout 1.0, 2.4)."""
+        now = self.config.clock()
+        return logout_token(self.keys, self.config.issuer, client_id, now, sub=sub, sid=sid, **extra)
+
+    async def backchannel_logout(self, *, sub: str = "", sid: str = "") -> dict[str, int]:
+        """End the provider session `sid` (or every one of `sub`), as an administrator would, and
+        tell each client with a backchannel_logout_uri; answers each client's HTTP status."""
+        ended = self.store.end_sessions(sid=sid, sub=sub)
+        statuses: dict[str, int] = {}
+        for client in self.config.clients:
+            if not client.backchannel_logout_uri:
+                continue
+            if sid:
+                subject = next((e.user.subject for e in ended if e.sid == sid), sub)
+                token = self.logout_token(client.client_id, sub=subject, sid=sid)
+            else:
+                token = self.logout_token(client.client_id, sub=sub)
+            statuses[client.client_id] = await deliver(client, token)
+        log.info("dev IdP: back-channel logout sent: %s", statuses)
+        return statuses
+
+    def revoke(self, authorization: str, form: Mapping[str, str]) -> web.Response:
+        """RFC 7009: 200 whether or not the token was known; 401 for a client that fails to sign in."""
+        client = authenticate_client(self.config, authorization, form)
+        if client is None:
+            return web.json_response({"error": "invalid_client"}, status=401)
+        revoke(self.store, client, form.get("token", ""))
+        return web.json_response({}, headers={"Cache-Control": "no-store"})
 
     def userinfo(self, authorization: str) -> web.Response:
         """OIDC Core 5.3; errors as RFC 6750 3.1."""
@@ -318,6 +364,12 @@ async def _end_session(request: web.Request) -> web.Response:
     source = await request.post() if request.method == "POST" else request.query
     params = {k: v for k, v in source.items() if isinstance(v, str)}
     return request.app[DEV_IDP].end_session(params)
+
+
+async def _revoke(request: web.Request) -> web.Response:
+    form = await request.post()
+    fields = {k: v for k, v in form.items() if isinstance(v, str)}
+    return request.app[DEV_IDP].revoke(request.headers.get("Authorization", ""), fields)
 
 
 def _input(idp: DevIdP, request: web.Request, path: str, source: MultiMapping[Any]) -> HttpInput:

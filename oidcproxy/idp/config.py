@@ -45,6 +45,7 @@ class IdPClient:
     redirect_uris: tuple[str, ...] = ()
     post_logout_redirect_uris: tuple[str, ...] = ()
     allow_loopback_redirects: bool = False
+    backchannel_logout_uri: str = ""  # OIDC Back-Channel Logout 1.0, section 2.2
 
     def accepts_redirect(self, uri: str) -> bool:
         """Exact string match (OIDC Core 3.1.2.1), or any loopback URI when allowed."""

@@ -175,13 +175,16 @@ class _IdTokens:
         server = self._server
         now = int(server.clock())
         origin: CodeRecord | RefreshRecord = request.authorization_code or request.refresh_token
-        return {
+        claims = {
             "iss": server.config.issuer,
             "aud": request.client.client_id,
             "iat": now,
             "exp": now + server.id_token_ttl,
             "auth_time": origin.auth_time,
         }
+        if origin.sid:
+            claims["sid"] = origin.sid  # OIDC Back-Channel Logout 1.0, section 2.1
+        return claims
 
     def generate_user_info(self, user: DevUser, scope: str) -> dict[str, object]:
         return user.claims()
@@ -222,6 +225,7 @@ class _CodeGrant(AuthorizationCodeGrant):  # type: ignore[misc]
             code_challenge=data["code_challenge"],
             code_challenge_method=data["code_challenge_method"],
             nonce=data.get("nonce"),
+            sid=getattr(request, "sid", ""),
         )
 
     def query_authorization_code(self, code: str, client: _Client) -> CodeRecord | None:
@@ -294,6 +298,7 @@ class DevAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
                 scope=scope,
                 user=request.user,
                 auth_time=origin.auth_time,
+                sid=origin.sid,
             )
         self.store.prune(now)
 

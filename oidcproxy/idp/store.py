@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from oidcproxy.idp.config import DevUser
 
-__all__ = ["AccessRecord", "CodeRecord", "RefreshRecord", "Store"]
+__all__ = ["AccessRecord", "CodeRecord", "ProviderSession", "RefreshRecord", "Store"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +27,7 @@ class CodeRecord:
     code_challenge: str = field(repr=False)
     code_challenge_method: str
     nonce: str | None = field(default=None, repr=False)
+    sid: str = ""
 
     # authlib's AuthorizationCodeMixin (rfc6749 and oidc.core)
     def get_redirect_uri(self) -> str:
@@ -57,6 +58,7 @@ class RefreshRecord:
     scope: str
     user: DevUser
     auth_time: int
+    sid: str = ""
 
     # authlib's TokenMixin, as far as RefreshTokenGrant uses it
     def check_client(self, client: object) -> bool:
@@ -76,6 +78,15 @@ class AccessRecord:
     expires_at: float
 
 
+@dataclass(frozen=True, slots=True)
+class ProviderSession:
+    """One sign-in at the provider (its `sid` goes into the ID tokens, OIDC Back-Channel Logout 2.1)."""
+
+    sid: str
+    user: DevUser
+    client_id: str
+
+
 @dataclass(slots=True)
 class Store:
     """Everything the provider remembers, keyed by the secret strings it handed out."""
@@ -83,6 +94,7 @@ class Store:
     codes: dict[str, CodeRecord] = field(default_factory=dict)
     access: dict[str, AccessRecord] = field(default_factory=dict)
     refresh: dict[str, RefreshRecord] = field(default_factory=dict)
+    sessions: dict[str, ProviderSession] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         sizes = f"codes={len(self.codes)}, access={len(self.access)}, refresh={len(self.refresh)}"
@@ -106,6 +118,15 @@ class Store:
         if record is None or now >= record.expires_at:
             return None
         return record
+
+    def end_sessions(self, *, sid: str = "", sub: str = "") -> list[ProviderSession]:
+        """End the provider session `sid`, or every one of `sub`; their refresh tokens stop working."""
+        ended = [s for s in self.sessions.values() if s.sid == sid or (sub and s.user.subject == sub)]
+        gone = {s.sid for s in ended}
+        for session in ended:
+            del self.sessions[session.sid]
+        self.refresh = {k: v for k, v in self.refresh.items() if v.sid not in gone}
+        return ended
 
     def prune(self, now: float) -> None:
         """Drop expired codes and access tokens so a long-running dev provider stays small."""

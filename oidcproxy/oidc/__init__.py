@@ -4,24 +4,30 @@ metadata (discovery document) and jwks (key set cache) do the slow-path I/O with
 (signature and claim checks), claims (claims -> Identity) and refresh_state are pure; client ties them
 together for the authorization request, the code exchange, refresh and userinfo; refresh runs one
 refresh per session across the workers (through a SharedState); bearer verifies `Authorization:
-Bearer` JWTs. Nothing here blocks the event loop.
+Bearer` JWTs; logout does sign-out at the provider (RP-initiated logout, revocation, back-channel
+logout tokens). Nothing here blocks the event loop.
 """
 
 from oidcproxy.oidc.bearer import BearerVerifier, bearer_token
 from oidcproxy.oidc.claims import ClaimMapping, parse_pairs
 from oidcproxy.oidc.client import Endpoints, OIDCClient, ProviderConfig, ssl_context
+from oidcproxy.oidc.logout import LogoutRequest, SignOut, check_logout_token, end_session_url
 from oidcproxy.oidc.refresh import Refresher, RefreshPolicy, SessionSeal, refresh_state
 
 __all__ = [
     "BearerVerifier",
     "ClaimMapping",
     "Endpoints",
+    "LogoutRequest",
     "OIDCClient",
     "ProviderConfig",
     "RefreshPolicy",
     "Refresher",
     "SessionSeal",
+    "SignOut",
     "bearer_token",
+    "check_logout_token",
+    "end_session_url",
     "parse_pairs",
     "refresh_state",
     "ssl_context",

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
+import jwt
 from authlib.common.urls import add_params_to_uri
 
 from oidcproxy.errors import IdPUnavailable, LoginFailed, RefreshRefused, TokenInvalid, TokenRefused
@@ -221,11 +222,33 @@ class OIDCClient:
 
     async def verify(self, token: str, check: TokenCheck, nonce: str | None = None) -> dict[str, Any]:
         """Verified claims of a token signed with one of the provider's keys."""
-        header = unverified_header(token, check.algorithms)
+        key = await self.signing_key(token, check.algorithms)
+        return check_claims(token, key, check, self._clock(), nonce)
+
+    async def signing_key(self, token: str, algorithms: tuple[str, ...]) -> jwt.PyJWK:
+        """The provider's key named by the token's header (TokenInvalid: bad header or unknown kid)."""
+        header = unverified_header(token, algorithms)
         await self.metadata()
         assert self._keys is not None  # noqa: S101 - set together with the metadata
-        key = await self._keys.key(header.get("kid"))
-        return check_claims(token, key, check, self._clock(), nonce)
+        return await self._keys.key(header.get("kid"))
+
+    async def revoke(self, token: str, hint: str = "refresh_token") -> bool:
+        """RFC 7009 2.1: ask the provider to revoke a token; False when it advertises no endpoint.
+
+        IdPUnavailable when the provider could not be reached or did not answer 200.
+        """
+        meta = await self.metadata()
+        if not meta.revocation_endpoint or not token:
+            return False
+        form, headers = self._authenticated({"token": token, "token_type_hint": hint}, meta)
+        try:
+            async with self._http.post(meta.revocation_endpoint, data=form, headers=headers) as resp:
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise provider_fault("revocation endpoint", exc) from exc
+        if status != 200:  # RFC 7009 2.2: 200 also for a token already invalid
+            raise IdPUnavailable(f"revocation endpoint answered {status}")
+        return True
 
     @staticmethod
     def algorithms(meta: ProviderMetadata) -> tuple[str, ...]:
@@ -270,8 +293,10 @@ class OIDCClient:
             expires_at=expires_at,
         )
 
-    async def _token_request(self, form: dict[str, str]) -> dict[str, Any]:
-        meta = await self.metadata()
+    def _authenticated(
+        self, form: dict[str, str], meta: ProviderMetadata
+    ) -> tuple[dict[str, str], dict[str, str]]:
+        """The form and headers with our client authentication (token and revocation endpoints)."""
         headers = {"Accept": "application/json"}
         methods = meta.token_endpoint_auth_methods_supported
         if "client_secret_basic" not in methods and "client_secret_post" in methods:
@@ -281,6 +306,11 @@ class OIDCClient:
             headers["Authorization"] = aiohttp.encode_basic_auth(
                 quote(self.config.client_id, safe=""), quote(self.config.client_secret, safe="")
             )
+        return form, headers
+
+    async def _token_request(self, form: dict[str, str]) -> dict[str, Any]:
+        meta = await self.metadata()
+        form, headers = self._authenticated(form, meta)
         try:
             async with self._http.post(meta.token_endpoint, data=form, headers=headers) as resp:
                 status = resp.status

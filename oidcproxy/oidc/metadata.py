@@ -33,6 +33,7 @@ class ProviderMetadata:
     jwks_uri: str
     userinfo_endpoint: str = ""
     end_session_endpoint: str = ""
+    revocation_endpoint: str = ""
     id_token_signing_alg_values_supported: tuple[str, ...] = ("RS256",)
     token_endpoint_auth_methods_supported: tuple[str, ...] = ("client_secret_basic",)
 
@@ -53,6 +54,7 @@ class ProviderMetadata:
             jwks_uri=str(doc["jwks_uri"]),
             userinfo_endpoint=str(doc.get("userinfo_endpoint") or ""),
             end_session_endpoint=str(doc.get("end_session_endpoint") or ""),
+            revocation_endpoint=str(doc.get("revocation_endpoint") or ""),
             id_token_signing_alg_values_supported=tuple(
                 doc.get("id_token_signing_alg_values_supported") or ("RS256",)
             ),

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -199,7 +200,7 @@ class Refresher:
                 raise RefreshRefused("refreshed ID token names another subject", "invalid_grant")
             identity = self._claims.identity(claims)
         log.info("session refreshed: %s", identity.email or identity.user)
-        return Session(identity, tokens, self._clock(), session.expires_at, sid=session.sid)
+        return dataclasses.replace(session, identity=identity, tokens=tokens, created_at=self._clock())
 
     def _done(self, key: str, task: asyncio.Task[Session]) -> None:
         self._inflight.pop(key, None)

@@ -104,8 +104,10 @@ class UpstreamProxy:
         tokens: Tokens | None,
         *,
         expires_at: float | None = None,
+        alive: Callable[[], bool] | None = None,
     ) -> web.StreamResponse:
-        """Proxy `request`; a WebSocket is closed with 1008 once `expires_at` (the session's end) passes."""
+        """Proxy `request`; a WebSocket is closed with 1008 once `expires_at` (the session's end) passes
+        or `alive()` answers False (the session was revoked), checked every session_check_s."""
         route = self.router.match(request.path)
         if route is None:
             raise NotFound(f"no --upstream serves {request.path}")
@@ -126,7 +128,7 @@ class UpstreamProxy:
         if websocket:
             assert self._http is not None  # noqa: S101 - started by the app's cleanup context
             upstream = await connect(self._http, request, url, headers, self._ws)
-            return await relay(request, upstream, self._ws, self._clock, expires_at, self._closing)
+            return await relay(request, upstream, self._ws, self._clock, expires_at, self._closing, alive)
         block = b""
         if identity is not None and tokens is not None:
             block = self._caches.identity.block(self.policy, identity, tokens)

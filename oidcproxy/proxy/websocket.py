@@ -1,8 +1,8 @@
 """The WebSocket relay: the upstream handshake, a pump each way, and a watchdog per socket.
 
 Messages are copied one at a time with back-pressure both ways; pings, pongs and close codes pass
-through. The watchdog closes both sides when the session behind the socket ends (1008) or it sat
-idle (1001). Uses aiohttp (web and client WebSockets); imports errors and model.
+through. The watchdog closes both sides when the session behind the socket ends or is revoked (1008)
+or it sat idle (1001). Uses aiohttp (web and client WebSockets); imports errors and model.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -81,6 +82,7 @@ async def relay(
     clock: Clock,
     expires_at: float | None,
     closing: set[asyncio.Future[bool]],
+    alive: Callable[[], bool] | None = None,
 ) -> web.StreamResponse:
     """Answer the browser's upgrade and pump both ways until either side closes or the watchdog ends it.
 
@@ -98,7 +100,7 @@ async def relay(
                 group.create_task(_pump(client, upstream, activity, closing), name="ws-client-to-upstream"),
                 group.create_task(_pump(upstream, client, activity, closing), name="ws-upstream-to-client"),
             ]
-            watch = _Watchdog(timeouts, clock, group, client, upstream, activity, expires_at)
+            watch = _Watchdog(timeouts, clock, group, client, upstream, activity, expires_at, alive)
             try:
                 await asyncio.wait(pumps)
             finally:
@@ -110,7 +112,8 @@ async def relay(
 
 
 class _Watchdog:
-    """Closes both sides when the session behind the socket ends (1008) or it sat idle (1001).
+    """Closes both sides when the session behind the socket ends or `alive()` says it was revoked
+    (1008), or when it sat idle (1001).
 
     A timer callback rather than a task per socket: 10,000 idle WebSockets held 10,000 sleeping tasks.
     Only when it fires for good does it start a task (in the socket's TaskGroup) to close both sides.
@@ -118,6 +121,7 @@ class _Watchdog:
 
     __slots__ = (
         "_activity",
+        "_alive",
         "_client",
         "_clock",
         "_expires_at",
@@ -137,10 +141,11 @@ class _Watchdog:
         upstream: aiohttp.ClientWebSocketResponse,
         activity: _Activity,
         expires_at: float | None,
+        alive: Callable[[], bool] | None = None,
     ) -> None:
         self._ws, self._clock, self._group = ws, clock, group
         self._client, self._upstream, self._activity = client, upstream, activity
-        self._expires_at = expires_at
+        self._expires_at, self._alive = expires_at, alive
         self._loop = asyncio.get_running_loop()
         self._handle: asyncio.TimerHandle | None = None
         self._arm()
@@ -158,6 +163,9 @@ class _Watchdog:
         if self._expires_at is not None and self._clock() >= self._expires_at:
             log.info("closing a websocket: the session behind it expired")
             self._end(POLICY_VIOLATION, b"session expired")
+        elif self._alive is not None and not self._alive():
+            log.info("closing a websocket: the session behind it was revoked")
+            self._end(POLICY_VIOLATION, b"session revoked")
         elif idle > 0 and self._loop.time() - self._activity.last >= idle:
             log.info("closing a websocket idle for %gs", idle)
             self._end(1001, b"idle timeout")

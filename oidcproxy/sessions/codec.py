@@ -3,6 +3,9 @@
 The session is JSON (positional, short), deflated when that helps, then sealed with the key ring and
 the cookie name as associated data, so a cookie cannot be replayed under another name. Any store
 keeps what this makes. Imports only model and keys.
+
+Versions: v0 (`j`/`z`) holds twelve fields; v1 (`k`/`y`) adds the provider's `sid` and the sign-in
+time. New cookies are v1; v0 cookies still open (with no sid, signed in at their `created_at`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ __all__ = ["SessionCodec"]
 
 _V0_PLAIN = b"j"
 _V0_DEFLATED = b"z"
+_V1_PLAIN = b"k"
+_V1_DEFLATED = b"y"
+_DEFLATED = (_V0_DEFLATED, _V1_DEFLATED)
 
 
 class SessionCodec:
@@ -36,11 +42,11 @@ class SessionCodec:
         fields = [
             ident.subject, ident.email, ident.email_verified, ident.user, ident.preferred_username,
             list(ident.groups), tok.id_token, tok.access_token, tok.refresh_token, tok.expires_at,
-            session.created_at, session.expires_at, session.sid,
+            session.created_at, session.expires_at, session.sid, session.signed_in_at,
         ]  # fmt: skip
         raw = json.dumps(fields, separators=(",", ":")).encode()
         packed = zlib.compress(raw, 6)
-        body = _V0_DEFLATED + packed if len(packed) < len(raw) else _V0_PLAIN + raw
+        body = _V1_DEFLATED + packed if len(packed) < len(raw) else _V1_PLAIN + raw
         return self._keys.seal(body, self._aad)
 
     def needs_reseal(self, sealed: str) -> bool:
@@ -50,13 +56,19 @@ class SessionCodec:
         body = self._keys.open(sealed, self._aad)
         if body is None:
             return None
+        version = body[:1]
+        if version not in (_V0_PLAIN, _V0_DEFLATED, _V1_PLAIN, _V1_DEFLATED):
+            return None
         try:
-            raw = zlib.decompress(body[1:]) if body[:1] == _V0_DEFLATED else body[1:]
+            raw = zlib.decompress(body[1:]) if version in _DEFLATED else body[1:]
             fields = json.loads(raw)
-            # v0 sessions sealed before `sid` was kept have twelve fields
-            (sub, email, verified, user, pref, groups, idt, at, rt, texp, created, exp) = fields[:12]
-            sid = str(fields[12]) if len(fields) > 12 else ""
+            if version in (_V0_PLAIN, _V0_DEFLATED):  # twelve fields, or thirteen with `sid`
+                fields = [*fields[:12], fields[12] if len(fields) > 12 else "", 0.0]
+            (sub, email, verified, user, pref, groups, idt, at, rt, texp, created, exp, sid, signed_in) = (
+                fields
+            )
             identity = Identity(sub, email, bool(verified), user, pref, tuple(groups))
-            return Session(identity, Tokens(idt, at, rt, float(texp)), float(created), float(exp), sid)
+            tokens = Tokens(idt, at, rt, float(texp))
+            return Session(identity, tokens, float(created), float(exp), str(sid), float(signed_in))
         except (ValueError, TypeError, zlib.error):
             return None

@@ -5,6 +5,8 @@ part: it builds the sessions, coordination, oidc, proxy and idp objects and name
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -19,6 +21,7 @@ from oidcproxy.authz import Policy
 from oidcproxy.config import Settings, split_address
 from oidcproxy.coordination import (
     LocalState,
+    Revocations,
     SharedState,
     SocketState,
 )
@@ -36,6 +39,7 @@ from oidcproxy.oidc import (
     ProviderConfig,
     Refresher,
     RefreshPolicy,
+    SignOut,
     parse_pairs,
     ssl_context,
 )
@@ -52,6 +56,7 @@ from oidcproxy.web.appkeys import (
     CLAIMS,
     CLOCK,
     EDGE,
+    EMBEDDED_IDP,
     LOGIN,
     OIDC,
     PAGES,
@@ -59,9 +64,11 @@ from oidcproxy.web.appkeys import (
     PROXY,
     REDIS,
     REFRESHER,
+    REVOKED,
     SESSIONS,
     SETTINGS,
     SHARED,
+    SIGN_OUT,
 )
 from oidcproxy.web.demo import build_demo_app
 from oidcproxy.web.headerlimit import answer_431, header_limits
@@ -103,6 +110,8 @@ def build_app(
     app[PAGES] = PageCache()
     app[SESSIONS] = _session_store(app, settings, keys, cookie_policy, clock)
     shared = app[SHARED] = shared_state or _shared_state(app, settings, clock, state_socket)
+    # Entries live as long as the longest session they could refuse.
+    app[REVOKED] = Revocations(shared, clock, lifetime_s=settings.cookie_expire)
     app[LOGIN] = LoginFlow(
         keys.login_secrets(),
         cookie_policy,
@@ -267,13 +276,15 @@ def _mount_embedded_idp(
         client_id=provider.client_id or "oidcproxy-dev",
         client_secret=provider.client_secret or secrets.token_urlsafe(32),
         redirect_uris=(settings.redirect_url or base_url(settings) + "/oauth2/callback",),
-        post_logout_redirect_uris=(base_url(settings) + "/oauth2/sign_out",),
+        post_logout_redirect_uris=(base_url(settings) + handlers.SIGNED_OUT_PATH,),
+        backchannel_logout_uri=base_url(settings) + "/oauth2/backchannel-logout",
         allow_loopback_redirects=True,
     )
-    idp_app, _ = build_idp_app(
+    idp_app, idp = build_idp_app(
         IdPConfig(issuer=issuer, clients=(client,), signing_alg=settings.dev_idp_signing_alg, clock=clock)
     )
     app.add_subapp("/dev-idp", idp_app)
+    app[EMBEDDED_IDP] = idp
     return dataclasses.replace(
         provider, issuer=issuer, client_id=client.client_id, client_secret=client.client_secret
     )
@@ -284,6 +295,8 @@ def _routes(app: web.Application) -> None:
     app.router.add_get("/oauth2/start", handlers.start)
     app.router.add_get("/oauth2/callback", handlers.callback)
     app.router.add_route("*", "/oauth2/sign_out", handlers.sign_out)
+    app.router.add_get(handlers.SIGNED_OUT_PATH, handlers.signed_out)
+    app.router.add_post("/oauth2/backchannel-logout", handlers.backchannel_logout)
     app.router.add_get("/oauth2/userinfo", handlers.userinfo)
     # Any method: NGINX's auth_request and Envoy's ext_authz ask with the original request's method.
     app.router.add_route("*", "/oauth2/auth", handlers.auth)
@@ -310,7 +323,11 @@ async def _oidc_ctx(
         if settings.skip_jwt_bearer_tokens:
             extra = parse_pairs(settings.extra_jwt_issuers)
             app[BEARER] = BearerVerifier(http, client, extra, app[CLOCK])
+        app[SIGN_OUT] = SignOut(
+            client, http, app[SHARED], app[CLOCK], backend_logout_url=settings.backend_logout_url
+        )
         yield
+        await app[SIGN_OUT].close()
         await app[REFRESHER].close()
         if BEARER in app:
             await app[BEARER].close()
@@ -318,7 +335,11 @@ async def _oidc_ctx(
 
 
 async def _shared_ctx(app: web.Application) -> AsyncIterator[None]:
+    poller = asyncio.create_task(app[REVOKED].keep_fresh(), name="revocations-refresh")
     yield
+    poller.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await poller
     await app[SHARED].close()
 
 

@@ -7,11 +7,12 @@ from aiohttp import web
 
 from oidcproxy.authz import Policy
 from oidcproxy.config import Settings
-from oidcproxy.coordination import SharedState
+from oidcproxy.coordination import Revocations, SharedState
 from oidcproxy.forwarded import Edge
+from oidcproxy.idp import DevIdP
 from oidcproxy.login import LoginFlow
 from oidcproxy.model import Clock
-from oidcproxy.oidc import BearerVerifier, ClaimMapping, OIDCClient, Refresher
+from oidcproxy.oidc import BearerVerifier, ClaimMapping, OIDCClient, Refresher, SignOut
 from oidcproxy.proxy import UpstreamProxy
 from oidcproxy.redisconn import RedisClient
 from oidcproxy.sessions.cookies import SetCookie
@@ -23,6 +24,7 @@ __all__ = [
     "CLAIMS",
     "CLOCK",
     "EDGE",
+    "EMBEDDED_IDP",
     "LOGIN",
     "OIDC",
     "PAGES",
@@ -31,9 +33,11 @@ __all__ = [
     "REDIS",
     "REFRESHER",
     "REQUEST_ID",
+    "REVOKED",
     "SESSIONS",
     "SETTINGS",
     "SHARED",
+    "SIGN_OUT",
     "SET_COOKIES",
     "STARTED",
 ]
@@ -54,6 +58,10 @@ PAGES = web.AppKey("pages", PageCache)  # the look of the pages, read once
 REDIS: web.AppKey[RedisClient] = web.AppKey("redis")
 # Refresh and login state shared by the workers of this instance (refresh path and callback only).
 SHARED: web.AppKey[SharedState] = web.AppKey("shared")
+# The revocation list's local copy (checked on every request) and the provider side of sign-out.
+REVOKED = web.AppKey("revoked", Revocations)
+SIGN_OUT = web.AppKey("sign_out", SignOut)
+EMBEDDED_IDP = web.AppKey("embedded_idp", DevIdP)  # only with --oidc-type embedded
 
 REQUEST_ID = web.RequestKey("request_id", str)
 # Cookies for whatever response this request ends with (a refreshed or ended session), set when it

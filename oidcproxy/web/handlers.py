@@ -6,24 +6,31 @@ Imports the domain parts, appkeys and middleware; never app (assembly) or header
 
 from __future__ import annotations
 
+import functools
 import logging
+import secrets
 from collections.abc import Iterable
+from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
 
+from oidcproxy.coordination import Revocations
 from oidcproxy.errors import (
     Forbidden,
     IdPUnavailable,
     LoginFailed,
+    LogoutTokenRefused,
     NotAuthenticated,
     RefreshRefused,
     RefreshSuperseded,
+    SignOutFailed,
+    StateUnavailable,
 )
 from oidcproxy.forwarded import External, Original, callback_url, external_base
 from oidcproxy.login import return_target
 from oidcproxy.model import Identity, Session, Tokens
-from oidcproxy.oidc import bearer_token, refresh_state
+from oidcproxy.oidc import bearer_token, end_session_url, refresh_state
 from oidcproxy.proxy import auth_request_headers, is_websocket_upgrade
 from oidcproxy.sessions.cookies import SetCookie, secure_attribute
 from oidcproxy.sessions.store import MISS
@@ -37,27 +44,35 @@ from oidcproxy.web.appkeys import (
     POLICY,
     PROXY,
     REFRESHER,
+    REVOKED,
     SESSIONS,
     SET_COOKIES,
     SETTINGS,
+    SIGN_OUT,
 )
 from oidcproxy.web.middleware import page, pages, redirect, wants_html
 
 __all__ = [
+    "SIGNED_OUT_PATH",
     "apply_cookies",
     "auth",
+    "backchannel_logout",
     "callback",
     "gate",
     "ping",
     "ready",
     "sign_in",
     "sign_out",
+    "signed_out",
     "start",
     "stashed_cookies",
     "userinfo",
 ]
 
 log = logging.getLogger("oidcproxy")
+
+#: Where the provider sends the browser back after RP-initiated logout: register it there.
+SIGNED_OUT_PATH = "/oauth2/signed_out"
 
 
 def apply_cookies(
@@ -112,9 +127,14 @@ async def callback(request: web.Request) -> web.StreamResponse:
     identity = app[CLAIMS].identity(claims)
     app[POLICY].require(identity)
     now = app[CLOCK]()
-    sid = claims.get("sid")
-    expires_at = now + app[SETTINGS].cookie_expire
-    session = Session(identity, tokens, now, expires_at, sid=sid if isinstance(sid, str) else "")
+    session = Session(
+        identity,
+        tokens,
+        created_at=now,
+        expires_at=now + app[SETTINGS].cookie_expire,
+        sid=_provider_sid(claims),
+        signed_in_at=now,
+    )
     log.info("signed in: %s (sub %s)", identity.email or identity.user, identity.subject)
     response = redirect(done.attempt.return_to)
     scheme = _scheme(request)
@@ -123,13 +143,87 @@ async def callback(request: web.Request) -> web.StreamResponse:
     return response
 
 
+def _provider_sid(claims: dict[str, Any]) -> str:
+    """The provider's session id (Back-Channel Logout 1.0, 2.1), else one of ours: sign-out revokes it."""
+    sid = claims.get("sid")
+    return sid if isinstance(sid, str) and sid else "oidcproxy:" + secrets.token_urlsafe(16)
+
+
 async def sign_out(request: web.Request) -> web.StreamResponse:
+    """End the session here, revoke it everywhere, and (RP-initiated logout) at the provider too."""
+    app = request.app
+    session = await _open(request)
+    endpoint = await app[SIGN_OUT].end_session_endpoint() if app[SETTINGS].provider_sign_out else ""
+    if session is not None:
+        await _revoke(request, sid=session.sid)  # a copy of this cookie is refused from now on
+        app[SIGN_OUT].revoke_later(session.tokens, at_provider=bool(endpoint))
+        log.info("signed out: %s (sub %s)", session.identity.email, session.identity.subject)
     rd = request.query.get("rd")
-    response = (
-        redirect(_return_to(request)) if rd else page((await pages(request)).signed_out("/oauth2/sign_in"))
-    )
-    apply_cookies(response, await request.app[SESSIONS].clear(request.cookies), scheme=_scheme(request))
+    if endpoint:
+        response = redirect(_end_session(request, endpoint, session))
+    elif rd:
+        response = redirect(_return_to(request))
+    else:
+        response = page((await pages(request)).signed_out("/oauth2/sign_in"))
+    apply_cookies(response, await app[SESSIONS].clear(request.cookies), scheme=_scheme(request))
     return response
+
+
+def _end_session(request: web.Request, endpoint: str, session: Session | None) -> str:
+    """The provider's end_session_endpoint, told to send the browser back to SIGNED_OUT_PATH."""
+    app = request.app
+    ext = _external(request)
+    configured = app[SETTINGS].redirect_url
+    base = configured.rsplit("/oauth2/", 1)[0] if configured else external_base(ext.scheme, ext.host)
+    back_to = _return_to(request) if request.query.get("rd") else ""
+    return end_session_url(
+        endpoint,
+        id_token=session.tokens.id_token if session is not None else "",
+        client_id=app[OIDC].config.client_id,
+        post_logout_redirect_uri=base + SIGNED_OUT_PATH,
+        state=app[LOGIN].sign_out_state(back_to),
+    )
+
+
+async def signed_out(request: web.Request) -> web.StreamResponse:
+    """The provider's way back from RP-initiated logout: on to `rd`, else our signed-out page."""
+    error = request.query.get("error")
+    if error:
+        detail = request.query.get("error_description", "")[:200]
+        raise SignOutFailed(f"provider returned error={error[:100]!r} {detail!r} after sign-out")
+    target = request.app[LOGIN].sign_out_target(request.query.get("state", ""))
+    if target:
+        return redirect(target)
+    return page((await pages(request)).signed_out("/oauth2/sign_in", at_provider=True))
+
+
+async def backchannel_logout(request: web.Request) -> web.StreamResponse:
+    """OIDC Back-Channel Logout 1.0: a verified logout token ends the sessions it names (200), or 400."""
+    form = await request.post()
+    token = form.get("logout_token")
+    if not isinstance(token, str) or not token:
+        raise LogoutTokenRefused("back-channel logout without a logout_token")
+    done = await request.app[SIGN_OUT].verify(token)
+    # Section 2.7: a sid names one provider session; a sub alone, every session of that person.
+    if done.sid:
+        await _revoke(request, sid=done.sid)
+    else:
+        await _revoke(request, sub=done.sub)
+    log.info("back-channel logout: sid %s sub %s", done.sid or "-", done.sub or "-")
+    return web.Response(status=200, headers={"Cache-Control": "no-store"})
+
+
+async def _revoke(request: web.Request, *, sid: str = "", sub: str = "") -> None:
+    """Add to the revocation list (this process refuses at once even if the shared state is down) and
+    delete what the session store keeps of those sessions (Redis: the entries; cookies: nothing)."""
+    try:
+        await request.app[REVOKED].revoke(sid=sid, sub=sub)
+    except StateUnavailable as exc:
+        log.warning("revocation not shared with the other workers: %s", exc.detail)
+    try:
+        await request.app[SESSIONS].end_sessions(subject=sub, sid=sid)
+    except StateUnavailable as exc:  # StoreUnavailable: the revocation list still refuses them
+        log.warning("session store could not end the sessions: %s", exc.detail)
 
 
 def _scheme(request: web.Request) -> str:
@@ -149,17 +243,22 @@ def _return_to(request: web.Request) -> str:
 
 
 async def _open(request: web.Request) -> Session | None:
-    """The request's session: by the raw Cookie header from the store's cache (no I/O), else fetched.
+    """The request's session: by the raw Cookie header from the store's cache (no I/O), else fetched;
+    None when it was revoked (signed out, or logged out by the provider: a dict lookup, no I/O).
 
     A store fault raises StoreUnavailable (503): it is never taken for "no session", which would
     send a signed-in person to sign in again, and back, in a loop.
     """
-    store = request.app[SESSIONS]
+    app = request.app
+    store = app[SESSIONS]
     header = request.headers.get("Cookie")
-    found = store.peek(header, lambda: request.cookies)
-    if found is MISS:
-        return await store.fetch(header, lambda: request.cookies)
-    return found
+    session = store.peek(header, lambda: request.cookies)
+    if session is MISS:
+        session = await store.fetch(header, lambda: request.cookies)
+    if session is not None and app[REVOKED].revoked(session):
+        log.info("session refused: revoked (sub %s)", session.identity.subject)
+        return None
+    return session
 
 
 async def _session(request: web.Request) -> Session:
@@ -270,7 +369,13 @@ async def gate(request: web.Request) -> web.StreamResponse:
     else:
         identity, tokens = await _bearer(request)
     app[POLICY].require(identity)
-    return await app[PROXY].handle(request, identity, tokens, expires_at=expires_at)
+    alive = None if session is None else functools.partial(_alive, app[REVOKED], session)
+    return await app[PROXY].handle(request, identity, tokens, expires_at=expires_at, alive=alive)
+
+
+def _alive(revoked: Revocations, session: Session) -> bool:
+    """For an open WebSocket's watchdog: whether its session was revoked since."""
+    return not revoked.revoked(session)
 
 
 def _same_origin_websocket(request: web.Request) -> None:

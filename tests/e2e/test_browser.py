@@ -212,14 +212,23 @@ def test_sign_out_closes_the_upstream(browser_: Browser, site: Site) -> None:
     assert b.url == site.url("/private?x=1")
     assert websocket_outcome(b) == "open"
     b.go(site.url("/oauth2/sign_out"))
+    if site.kind == "node":  # RP-initiated logout: oidc-provider asks before it signs out
+        assert at_provider(b, site), b.url
+        b.shot("provider-sign-out")
+        b.navigate_by(b.find("button[name=logout][value=yes]").click)
+    assert b.url.startswith(site.url("/oauth2/signed_out")), b.url
     assert b.title == "Signed out"
-    assert "You are signed out" in b.text()
+    assert f"You are signed out at {DISPLAY_NAME} too" in b.text()
     b.check("signed-out")
     assert websocket_outcome(b) == "refused"
     b.go(site.url("/private?x=1"))
     assert on_sign_in_page(b, site), b.url
     assert "whoami" not in b.title
     assert not b.has("#ws-log")
+    # The provider's session ended too: signing in again shows its login form, not a silent return.
+    click_sign_in(b, shoot=False)
+    assert at_provider(b, site), b.url
+    assert b.has("input[name=login]") or b.has("#login_email"), b.text()
 
 
 def test_expired_session_goes_back_through_login(browser_: Browser, site_factory: Any) -> None:

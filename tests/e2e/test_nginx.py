@@ -13,6 +13,7 @@ import pytest
 from yarl import URL
 
 from tests.support.nginx import Tls, auth_request_server, sidecar_server, sign_in_through
+from tests.support.nodeidp import provider_logout
 
 pytestmark = pytest.mark.nginx
 HTML = {"Accept": "text/html"}
@@ -103,3 +104,39 @@ async def test_auth_request_topology(
         spoof = {"User-Agent": "GoogleHC/1.0", "X-Auth-Request-Email": "alice@example.com"}
         stranger = await other.get(base / "app", headers=spoof, allow_redirects=False)
         assert stranger.status == 302
+
+
+async def test_auth_request_topology_sign_out_through_the_provider(
+    oidcproxy: Any, nginx: Any, browser_tls: aiohttp.ClientSession, app_upstream: Any, tls: Tls
+) -> None:
+    proxy = await oidcproxy(set_xauthrequest=True)
+    edge = nginx(auth_request_server(proxy.port, app_upstream.port))
+    base = URL(f"https://localhost:{edge.port}")
+    _, final = await sign_in_through(browser_tls, base, "/app/page")
+    assert final.status == 200, await final.text()
+    cookies = {c.key: c.value for c in browser_tls.cookie_jar if c.key.startswith("_oidcproxy")}
+
+    rd = f"https://localhost:{edge.port}/app/bye"
+    out = await browser_tls.get(
+        (base / "oauth2/sign_out").with_query(rd=rd), headers=HTML, allow_redirects=False
+    )
+    assert out.status == 302, await out.text()
+    to = URL(out.headers["Location"])
+    # The way back is built from the browser's view through NGINX (X-Forwarded-Proto, Host).
+    assert to.query["post_logout_redirect_uri"] == f"https://localhost:{edge.port}/oauth2/signed_out"
+    # This ID token is over 8 KB (600 groups): too long for a URL, so the provider asks instead.
+    assert "id_token_hint" not in to.query and to.query["client_id"] == "oidcproxy"
+    back = await provider_logout(browser_tls, str(to))
+    assert back.startswith(f"https://localhost:{edge.port}/oauth2/signed_out?state=")
+    done = await browser_tls.get(back, headers=HTML, allow_redirects=False)
+    assert (done.status, done.headers["Location"]) == (302, rd)
+    after = await browser_tls.get(base / "app/page", headers=HTML, allow_redirects=False)
+    assert after.status == 302  # auth_request answered 401: sign in again
+
+    # A copy of the old cookie is refused by auth_request too.
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(ssl=tls.client), cookie_jar=aiohttp.CookieJar(unsafe=True)
+    ) as thief:
+        thief.cookie_jar.update_cookies(cookies, base)
+        replay = await thief.get(base / "app/page", headers=HTML, allow_redirects=False)
+        assert replay.status == 302

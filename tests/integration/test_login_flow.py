@@ -144,7 +144,8 @@ async def test_callback_is_not_cached_and_leaks_no_referrer(
     assert cookie["path"] == "/"
 
 
-async def test_sign_out_clears_session(proxy: TestServer, browser: Any, provider: Any) -> None:
+async def test_sign_out_clears_session(proxy_factory: Any, browser: Any, provider: Any) -> None:
+    proxy = await proxy_factory(provider_sign_out=False)  # through the provider: test_sign_out.py
     await walk_login(browser, proxy.make_url("/"), "/", provider.login, login="alice")
     assert (await browser.get(proxy.make_url("/oauth2/userinfo"))).status == 200
     out = await browser.get(proxy.make_url("/oauth2/sign_out"), headers=HTML)

@@ -40,6 +40,9 @@ const DEFAULTS = {
   // invalid_grant and revokes the grant (Keycloak "Revoke Refresh Token", Okta, Auth0 do the same).
   rotate_refresh_tokens: true,
   tls: undefined,
+  // oidc-provider refuses outgoing requests (back-channel logout) to loopback and other special-use
+  // addresses (SSRF protection); the proxy under test listens on 127.0.0.1, so tests allow it here.
+  allow_loopback_requests: false,
   exit_on_stdin_eof: false,
 };
 
@@ -144,6 +147,21 @@ function allowRedirectPatterns(provider) {
   };
 }
 
+// --- outgoing requests ------------------------------------------------------------------------
+
+// oidc-provider passes a dispatcher that destroys sockets to special-use addresses (loopback among
+// them). With allow_loopback_requests, requests to a loopback host go out without it; any other
+// host keeps the protection.
+const LOOPBACK = new Set(['127.0.0.1', 'localhost', '[::1]']);
+
+function loopbackFetch(url, options) {
+  if (LOOPBACK.has(new URL(url).hostname)) {
+    const { dispatcher: _ignored, ...rest } = options;
+    return globalThis.fetch(url, rest);
+  }
+  return globalThis.fetch(url, options);
+}
+
 // --- provider ---------------------------------------------------------------------------------
 
 function clientMetadata(client, alg) {
@@ -196,7 +214,10 @@ function buildProvider(config, issuer) {
     features: {
       devInteractions: { enabled: true },
       rpInitiatedLogout: { enabled: true },
+      backchannelLogout: { enabled: true },
+      revocation: { enabled: true },
     },
+    ...(config.allow_loopback_requests ? { fetch: loopbackFetch } : {}),
     pkce: { required: () => false },
     // Refresh tokens for every client allowed the grant, not only with offline_access; rotated
     // on every use (unless rotate_refresh_tokens is false) so the proxy must store the new one.
@@ -212,7 +233,8 @@ function buildProvider(config, issuer) {
   const provider = new Provider(issuer, configuration);
   provider.proxy = config.proxy;
   allowRedirectPatterns(provider);
-  for (const event of ['server_error', 'authorization.error', 'grant.error', 'end_session.error']) {
+  for (const event of ['server_error', 'authorization.error', 'grant.error', 'end_session.error',
+    'backchannel.error']) {
     provider.on(event, (_ctx, err) => console.error(`[oidc-provider] ${event}:`, err?.message ?? err));
   }
   return provider;

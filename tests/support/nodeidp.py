@@ -38,6 +38,11 @@ Config keys accepted by `start_node_idp` (all optional; server.mjs has the same 
   True grants the requested scopes without asking.
 - `tls`: {"cert": path, "key": path} PEM files to serve https instead of http.
 - `proxy`: trust X-Forwarded-* (default true).
+- `allow_loopback_requests`: let the provider's own requests (back-channel logout to a client's
+  `backchannel_logout_uri`) reach loopback addresses, which oidc-provider refuses by default.
+
+Features on: RP-initiated logout, back-channel logout (to each client's `backchannel_logout_uri`
+when a provider session ends) and token revocation (RFC 7009).
 
 The provider keeps its state in memory: a restart forgets sessions, grants and refresh tokens.
 Its error pages are JSON (`{"error", "error_description"}`) so failures read well in test output.

@@ -121,11 +121,14 @@ class Pages:
         )
         return self._page("Sign in", body)
 
-    def signed_out(self, sign_in_url: str) -> str:
+    def signed_out(self, sign_in_url: str, *, at_provider: bool = False) -> str:
+        name = html.escape(self.display_name)
+        where = (
+            f"You are signed out at {name} too." if at_provider else f"You may still be signed in at {name}."
+        )
         body = (
             '<h1 id="heading">You are signed out</h1>'
-            "<p>Your session here has ended and this browser no longer has access. "
-            f"You may still be signed in at {html.escape(self.display_name)}.</p>"
+            f"<p>Your session here has ended and this browser no longer has access. {where}</p>"
             f'<a class="button" href="{html.escape(sign_in_url)}">Sign in again</a>'
         )
         return self._page("Signed out", body)
