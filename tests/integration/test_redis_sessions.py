@@ -22,7 +22,7 @@ from yarl import URL
 from oidcproxy.coordination.redis import RedisState
 from oidcproxy.model import FakeClock, system_clock
 from oidcproxy.web import build_app
-from oidcproxy.web.appkeys import SESSIONS, SHARED
+from oidcproxy.web.appkeys import EMBEDDED_IDP, SESSIONS, SHARED
 from tests.factories import make_settings
 from tests.support.devidp import dev_login
 from tests.support.redis import RedisServer
@@ -217,3 +217,24 @@ async def test_a_paused_redis_is_503_within_the_timeout(
     assert [a.status for a in answers] == [503] * 3
     assert took < 3  # redis-py's defaults (10 retries, 5 s timeouts) would take about a minute
     assert (await browser.get(proxy.make_url("/x"), headers=HTML)).status == 200
+
+
+async def test_back_channel_logout_deletes_the_redis_entry_and_every_replica_refuses_the_cookie(
+    proxies: Proxy, browser: aiohttp.ClientSession, redis_server: RedisServer
+) -> None:
+    """Redis mode: a logout from the provider deletes the session's entry (through the sid index), so
+    another replica sharing the Redis refuses a copy of the cookie once its local cache has expired."""
+    one = await proxies.start(session_store_type="redis", redis_connection_url=redis_server.url)
+    await sign_in(browser, one)
+    cookies = session_cookies(browser)
+    two = await proxies.start(session_store_type="redis", redis_connection_url=redis_server.url)
+    async with aiohttp.ClientSession(cookies=cookies) as copy:
+        assert (await copy.get(two.make_url("/x"), headers=HTML)).status == 200  # served by replica two
+    idp = one.app[EMBEDDED_IDP]
+    (provider_session,) = idp.store.sessions.values()
+    assert await idp.backchannel_logout(sid=provider_session.sid) == {"oidcproxy": 200}
+    async with aioredis.from_url(redis_server.url) as r:
+        assert [k async for k in r.scan_iter("oidcproxy:s:*")] == []  # the entry is gone
+    proxies.clock.advance(6)  # past --session-cache-ttl on replica two
+    async with aiohttp.ClientSession(cookies=cookies) as copy:
+        assert (await copy.get(two.make_url("/oauth2/auth"))).status == 401
