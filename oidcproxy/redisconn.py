@@ -11,6 +11,7 @@ Imports redis-py only; `web.app` builds the RedisConfig from the settings.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -23,11 +24,23 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-__all__ = ["REDIS_FAULTS", "RedisClient", "RedisConfig", "connect"]
+__all__ = ["REDIS_FAULTS", "RedisClient", "RedisConfig", "connect", "raise_if_cancelled"]
 
 RedisClient = aioredis.Redis | RedisCluster
 REDIS_FAULTS: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
 """What a Redis call raises when Redis is unreachable, slow, failing over or refusing."""
+
+
+def raise_if_cancelled(exc: BaseException) -> None:
+    """Re-raise a cancellation that redis-py turned into a connection error.
+
+    Cancelled while (re)connecting, redis-py may raise ConnectionError instead of CancelledError. Taken
+    for a Redis fault, the cancellation is lost and the task runs on: a background loop cancelled at
+    shutdown then never ends, and the app's cleanup waits for it forever.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError from exc
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from oidcproxy.errors import StateUnavailable
+from oidcproxy.redisconn import raise_if_cancelled
 
 __all__ = ["RedisState"]
 
@@ -94,6 +95,7 @@ class RedisState:
             async with asyncio.timeout(self._timeout_s):
                 return await command()
         except (RedisError, OSError, TimeoutError) as exc:
+            raise_if_cancelled(exc)
             raise StateUnavailable(f"redis {what}: {type(exc).__name__} {exc}".rstrip()) from None
 
 

@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 from oidcproxy.errors import StoreUnavailable
 from oidcproxy.model import Clock, Session
-from oidcproxy.redisconn import REDIS_FAULTS, RedisClient
+from oidcproxy.redisconn import REDIS_FAULTS, RedisClient, raise_if_cancelled
 from oidcproxy.sessions.codec import SessionCodec
 from oidcproxy.sessions.cookies import CookiePolicy, SetCookie, chunk_names, join_cookie
 from oidcproxy.sessions.keys import KeyRing
@@ -217,6 +217,7 @@ class RedisSessionStore:
             async with asyncio.timeout(self._timeout_s):
                 return await call
         except REDIS_FAULTS as exc:
+            raise_if_cancelled(exc)
             self.failures += 1
             detail = f"session store: could not {what}: {type(exc).__name__}: {exc}"
             log.warning("%s", detail)
