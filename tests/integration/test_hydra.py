@@ -3,7 +3,8 @@
 One Hydra serves the whole test session; each test registers its own client with the proxy's exact
 callback URL (Hydra matches redirect URIs exactly, port included). Hydra's habits under test:
 opaque access tokens, a separate login and consent app, refresh tokens only with `offline_access` and
-rotated on every use (reuse revokes the whole chain). Hydra v2.3.0 sends no RFC 9207 `iss` with the code.
+rotated on every use (reuse revokes the whole chain), also across `--workers 2`. Hydra v2.3.0 sends no
+RFC 9207 `iss` with the code.
 """
 
 from __future__ import annotations
@@ -22,11 +23,22 @@ from oidcproxy.model import FakeClock, system_clock
 from oidcproxy.web.app import build_app
 from tests.factories import make_settings, walk_login
 from tests.support.hydra import Hydra, hydra_login, hydra_missing, start_hydra
+from tests.support.oidcflow import IdPTap
+from tests.support.workers import (
+    PARALLEL,
+    burst,
+    cookies_set,
+    deletes_session,
+    refreshed,
+    session_cookies,
+    start_workers,
+)
 
 _MISSING = hydra_missing()
 pytestmark = pytest.mark.skipif(_MISSING is not None, reason=_MISSING or "")
 
 JSON = {"Accept": "application/json"}
+REFRESH_S = 2  # --cookie-refresh of the two-worker proxy, in real time
 USERS: dict[str, dict[str, Any]] = {
     "alice": {
         "email": "alice@example.com",
@@ -118,6 +130,21 @@ async def test_id_token_of_another_client_as_bearer(make_proxy: Any, hydra: Hydr
     assert status == 200 and seen["headers"]["X-Forwarded-Email"] == "alice@example.com"
 
 
+async def test_id_token_of_another_client_through_extra_jwt_issuers_at_our_issuer(
+    make_proxy: Any, hydra: Hydra
+) -> None:
+    """oauth2-proxy's way: `--extra-jwt-issuers <our issuer>=<cli>` adds the CLI as an audience."""
+    cli = hydra.create_client({"client_id": "cli-listed", "redirect_uris": ["http://127.0.0.1:9/cb"]})
+    unlisted = hydra.create_client({"client_id": "cli-unlisted", "redirect_uris": ["http://127.0.0.1:9/cb"]})
+    proxy = await make_proxy(skip_jwt_bearer_tokens=True, extra_jwt_issuers=[f"{hydra.issuer}=cli-listed"])
+    status, seen = await call(proxy, await code_flow_id_token(hydra, cli, "alice"))
+    assert status == 200
+    assert seen["headers"]["X-Forwarded-Email"] == "alice@example.com"
+    assert seen["headers"]["X-Forwarded-Groups"] == "admins,dev"
+    status, body = await call(proxy, await code_flow_id_token(hydra, unlisted, "alice"))
+    assert status == 401 and body["error"] == "NotAuthenticated"
+
+
 async def test_concurrent_requests_survive_rotation_round_after_round(make_proxy: Any, browser: Any) -> None:
     clock = FakeClock(system_clock())
     proxy = await make_proxy(clock, cookie_refresh="1m")
@@ -158,3 +185,51 @@ async def code_flow_id_token(hydra: Hydra, client: dict[str, Any], login: str) -
             reply = await resp.json()
             assert resp.status == 200, reply
             return str(reply["id_token"])
+
+
+@pytest.fixture
+async def tap(hydra: Hydra, aiohttp_server: Any) -> IdPTap:
+    """Counts the grants Hydra's token endpoint sees."""
+    return await IdPTap(hydra.issuer).start(aiohttp_server)
+
+
+@pytest.fixture
+def two_workers(hydra: Hydra, tap: IdPTap, upstream: TestServer, unused_tcp_port: int) -> Iterator[URL]:
+    """`oidcproxy --workers 2` with its own client, the tap's token endpoint, --cookie-refresh REFRESH_S."""
+    address = f"127.0.0.1:{unused_tcp_port}"
+    client = hydra.create_client({"redirect_uris": [f"http://{address}/oauth2/callback"]})
+    args = [
+        "--upstream", str(upstream.make_url("/")), "--oidc-issuer-url", hydra.issuer,
+        "--client-id", client["client_id"], "--client-secret", client["client_secret"],
+        "--scope", "openid email profile offline_access", "--skip-oidc-discovery",
+        "--login-url", f"{hydra.issuer}/oauth2/auth", "--redeem-url", tap.url("/oauth2/token"),
+        "--oidc-jwks-url", f"{hydra.issuer}/.well-known/jwks.json",
+        "--email-domain", "example.com", "--cookie-refresh", f"{REFRESH_S}s",
+    ]  # fmt: skip
+    with start_workers(args, address=address) as base:
+        yield base
+
+
+async def test_two_workers_share_one_rotation_and_nobody_is_signed_out(
+    two_workers: URL, tap: IdPTap, browser: aiohttp.ClientSession
+) -> None:
+    loop = asyncio.get_running_loop()
+    final = await walk_login(browser, two_workers, "/who", hydra_login, login="alice")
+    assert final.status == 200, await final.text()
+    signed_in, old = loop.time(), session_cookies(browser.cookie_jar)
+    await asyncio.sleep(max(0.0, signed_in + REFRESH_S + 0.3 - loop.time()))
+    during = await burst(two_workers, old, "during")  # the refresh happens while these are in flight
+    after = await burst(two_workers, old, "after")  # the old cookie, right after the refresh
+    for reply in during + after:
+        assert reply.status == 200
+        assert not deletes_session(reply)
+        assert refreshed(reply)
+    assert tap.grants["refresh_token"] == 1
+    # The rotated token works at the next refresh: had a worker replayed the old one, Hydra would
+    # have revoked the whole chain and this round would fail.
+    new = cookies_set(after[0])
+    await asyncio.sleep(REFRESH_S + 0.3)
+    again = await burst(two_workers, new, "again")
+    assert [r.status for r in again] == [200] * PARALLEL
+    assert not any(deletes_session(r) for r in again)
+    assert tap.grants["refresh_token"] == 2

@@ -4,7 +4,7 @@ One Keycloak serves the whole test session (it takes about a minute to boot on t
 starts its own proxy with the options it tests and signs in on Keycloak's real login page. Keycloak's
 habits under test: the issuer under /realms/NAME, realm roles nested in `realm_access.roles`, group
 paths with slashes, tokens for other clients at the same issuer, large tokens, and refresh tokens
-rotated with "Revoke Refresh Token" (a refresh token works once).
+rotated with "Revoke Refresh Token" (a refresh token works once), also across `--workers 2`.
 """
 
 from __future__ import annotations
@@ -12,21 +12,34 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import jwt
 import pytest
 from aiohttp.test_utils import TestServer
+from yarl import URL
 
 from oidcproxy.model import FakeClock, system_clock
 from oidcproxy.web.app import build_app
 from tests.factories import make_settings, walk_login
 from tests.support.keycloak import Keycloak, keycloak_login, keycloak_missing, start_keycloak
+from tests.support.oidcflow import IdPTap
+from tests.support.workers import (
+    PARALLEL,
+    burst,
+    cookies_set,
+    deletes_session,
+    refreshed,
+    session_cookies,
+    start_workers,
+)
 
 _MISSING = keycloak_missing()
 pytestmark = pytest.mark.skipif(_MISSING is not None, reason=_MISSING or "")
 
 CROWD = 300  # groups of the user `crowd`
+REFRESH_S = 2  # --cookie-refresh of the two-worker proxy, in real time
 JSON = {"Accept": "application/json"}
 
 
@@ -73,9 +86,22 @@ async def headers_of(resp: aiohttp.ClientResponse) -> dict[str, str]:
     return seen
 
 
-async def test_login_on_keycloaks_page_with_group_paths(make_proxy: Any, browser: Any) -> None:
+async def test_login_on_keycloaks_page_with_group_paths(
+    make_proxy: Any, browser: Any, keycloak: Keycloak
+) -> None:
     proxy = await make_proxy(oidc_username_claim="preferred_username", oidc_username_prefix_policy="NoPrefix")
-    headers = await headers_of(await sign_in(browser, proxy, "alice"))
+    callbacks: list[URL] = []
+
+    async def login_seen(session: aiohttp.ClientSession, url: str, *, login: str) -> str:
+        callbacks.append(URL(await keycloak_login(session, url, login=login)))
+        return str(callbacks[-1])
+
+    headers = await headers_of(
+        await walk_login(browser, proxy.make_url("/"), "/who", login_seen, login="alice")
+    )
+    # Keycloak's callback carries RFC 9207 `iss` and its `session_state`, beside code and state.
+    assert callbacks[0].query["iss"] == keycloak.issuer
+    assert "session_state" in callbacks[0].query
     assert headers["X-Forwarded-Email"] == "alice@example.com"
     assert headers["X-Forwarded-User"] == "alice"
     assert headers["X-Forwarded-Groups"] == "/admins,/engineering/platform"
@@ -157,6 +183,22 @@ async def test_cli_access_token_with_audience_mapper_accepted(make_proxy: Any, k
     assert seen["headers"]["X-Forwarded-Email"] == "alice@example.com"
 
 
+async def test_cli_id_token_accepted_through_extra_jwt_issuers_at_our_issuer(
+    make_proxy: Any, keycloak: Keycloak
+) -> None:
+    """oauth2-proxy's way: `--extra-jwt-issuers <our issuer>=kubectl` adds kubectl as an audience."""
+    proxy = await make_proxy(skip_jwt_bearer_tokens=True, extra_jwt_issuers=[f"{keycloak.issuer}=kubectl"])
+    status, seen = await call(proxy, keycloak.password_grant("kubectl", "alice")["id_token"])
+    assert status == 200
+    assert seen["headers"]["X-Forwarded-Email"] == "alice@example.com"
+    assert seen["headers"]["X-Forwarded-Groups"] == "/admins,/engineering/platform"
+    # admin-cli, a public client Keycloak creates in every realm, is not listed: its tokens are refused.
+    other = keycloak.password_grant("admin-cli", "alice")["id_token"]
+    assert jwt.decode(other, options={"verify_signature": False})["aud"] == "admin-cli"
+    status, body = await call(proxy, other)
+    assert status == 401 and body["error"] == "NotAuthenticated"
+
+
 # --- refresh tokens rotated, each usable once -------------------------------------------------------
 
 
@@ -179,3 +221,49 @@ async def test_concurrent_requests_survive_rotation_round_after_round(make_proxy
         )
         assert [r.status for r in replies] == [200] * 6
         assert any(k.startswith("_oidcproxy") for r in replies for k in r.cookies)
+
+
+@pytest.fixture
+async def tap(keycloak: Keycloak, aiohttp_server: Any) -> IdPTap:
+    """Counts the grants Keycloak's token endpoint sees."""
+    return await IdPTap(keycloak.base_url).start(aiohttp_server)
+
+
+@pytest.fixture
+def two_workers(keycloak: Keycloak, tap: IdPTap, upstream: TestServer, unused_tcp_port: int) -> Iterator[URL]:
+    """`oidcproxy --workers 2` whose token endpoint is the tap's, refreshing sessions older than REFRESH_S."""
+    oidc = f"{keycloak.issuer}/protocol/openid-connect"
+    args = [
+        "--upstream", str(upstream.make_url("/")), "--oidc-issuer-url", keycloak.issuer,
+        "--client-id", keycloak.client_id, "--client-secret", keycloak.client_secret,
+        "--skip-oidc-discovery", "--login-url", f"{oidc}/auth", "--oidc-jwks-url", f"{oidc}/certs",
+        "--redeem-url", tap.url(urlsplit(keycloak.token_url).path),
+        "--email-domain", "example.com", "--cookie-refresh", f"{REFRESH_S}s",
+    ]  # fmt: skip
+    with start_workers(args, address=f"127.0.0.1:{unused_tcp_port}") as base:
+        yield base
+
+
+async def test_two_workers_share_one_rotation_and_nobody_is_signed_out(
+    two_workers: URL, tap: IdPTap, browser: aiohttp.ClientSession
+) -> None:
+    loop = asyncio.get_running_loop()
+    final = await walk_login(browser, two_workers, "/who", keycloak_login, login="alice")
+    assert final.status == 200, await final.text()
+    signed_in, old = loop.time(), session_cookies(browser.cookie_jar)
+    await asyncio.sleep(max(0.0, signed_in + REFRESH_S + 0.3 - loop.time()))
+    during = await burst(two_workers, old, "during")  # the refresh happens while these are in flight
+    after = await burst(two_workers, old, "after")  # the old cookie, right after the refresh
+    for reply in during + after:
+        assert reply.status == 200
+        assert not deletes_session(reply)
+        assert refreshed(reply)
+    assert tap.grants["refresh_token"] == 1
+    # The rotated token works at the next refresh: had a worker replayed the old one, Keycloak would
+    # have revoked it ("Revoke Refresh Token") and this round would fail.
+    new = cookies_set(after[0])
+    await asyncio.sleep(REFRESH_S + 0.3)
+    again = await burst(two_workers, new, "again")
+    assert [r.status for r in again] == [200] * PARALLEL
+    assert not any(deletes_session(r) for r in again)
+    assert tap.grants["refresh_token"] == 2

@@ -3,36 +3,39 @@
 Both providers run for real: the npm oidc-provider (which also revokes the whole grant when a rotated
 token comes back) and our embedded one, served here. The proxy runs as an operator starts it, in its
 own processes on real time, so the test waits the few seconds until the 4-second tokens are due for
-refresh. IdPTap counts the grants the token endpoint sees. Each request opens its own connection, so
-that SO_REUSEPORT spreads them over both workers.
+refresh. IdPTap counts the grants the token endpoint sees. The same test runs against Keycloak and
+Hydra in test_keycloak.py and test_hydra.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from http.cookies import SimpleCookie
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.abc import AbstractCookieJar
 from aiohttp.test_utils import TestServer
 from yarl import URL
 
 from oidcproxy.idp import IdPClient, IdPConfig
 from oidcproxy.idp import build_app as build_idp_app
-from tests.factories import COOKIE_SECRET, walk_login
+from tests.factories import walk_login
 from tests.support.devidp import dev_login
 from tests.support.nodeidp import ensure_node_modules, provider_login, start_node_idp
 from tests.support.oidcflow import USERS, IdPTap
-from tests.support.process import stop
+from tests.support.workers import (
+    PARALLEL,
+    burst,
+    deletes_session,
+    fresh_connection_get,
+    refreshed,
+    session_cookies,
+    start_workers,
+)
 
 TTL_S = 4  # refresh is due a fifth of the lifetime before expiry: 3.2 s after sign-in
-PARALLEL = 16
 _BOUND_S = 30.0
 
 Login = Callable[[aiohttp.ClientSession, str], Awaitable[str]]
@@ -83,25 +86,16 @@ async def tap(rotating: Provider, aiohttp_server: Any) -> IdPTap:
 @pytest.fixture
 def two_workers(rotating: Provider, tap: IdPTap, upstream: TestServer, unused_tcp_port: int) -> Iterator[URL]:
     """The proxy with two workers; its token endpoint is the tap's."""
-    address = f"127.0.0.1:{unused_tcp_port}"
     authorize, jwks = rotating.paths
-    command = [
-        sys.executable, "-m", "oidcproxy", "--workers", "2", "--http-address", address,
+    args = [
         "--upstream", str(upstream.make_url("/")), "--oidc-issuer-url", rotating.issuer,
         "--client-id", rotating.client_id, "--client-secret", rotating.client_secret,
         "--skip-oidc-discovery", "--login-url", rotating.issuer + authorize,
         "--redeem-url", tap.url("/token"), "--oidc-jwks-url", rotating.issuer + jwks,
-        "--cookie-secret", COOKIE_SECRET, "--cookie-secure=false", "--email-domain", "example.com",
-        "--request-logging=false",
+        "--email-domain", "example.com",
     ]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        assert line.strip() == f"oidcproxy listening on {address} (2 workers)", line
-        yield URL(f"http://{address}")
-    finally:
-        stop(process)
+    with start_workers(args, address=f"127.0.0.1:{unused_tcp_port}") as base:
+        yield base
 
 
 @pytest.fixture
@@ -110,51 +104,10 @@ async def browser() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-@dataclass(frozen=True)
-class Reply:
-    status: int
-    set_cookies: list[SimpleCookie]
-
-
-async def fresh_connection_get(url: URL, cookies: dict[str, str]) -> Reply:
-    """One request on its own connection (a new TCP source port, so any worker may take it)."""
-    header = "; ".join(f"{k}={v}" for k, v in cookies.items())
-    connector = aiohttp.TCPConnector(force_close=True)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        headers = {"Cookie": header, "Accept": "application/json"}
-        async with session.get(url, headers=headers, allow_redirects=False) as resp:
-            await resp.read()
-            return Reply(resp.status, [SimpleCookie(v) for v in resp.headers.getall("Set-Cookie", ())])
-
-
-def session_cookies(jar: AbstractCookieJar) -> dict[str, str]:
-    return {c.key: c.value for c in jar if c.key.startswith("_oidcproxy") and "_csrf_" not in c.key}
-
-
-def deletes_session(reply: Reply) -> bool:
-    """Does this response tell the browser to drop (a chunk of) the session cookie?"""
-    for cookie in reply.set_cookies:
-        for name, morsel in cookie.items():
-            if name.startswith("_oidcproxy") and "_csrf_" not in name:
-                if not morsel.value or morsel["max-age"] in ("0", "-1"):
-                    return True
-    return False
-
-
-def refreshed(reply: Reply) -> bool:
-    names = {n for c in reply.set_cookies for n, m in c.items() if n.startswith("_oidcproxy") and m.value}
-    return bool(names)
-
-
 async def sign_in(browser: aiohttp.ClientSession, base: URL, rotating: Provider) -> float:
     final = await walk_login(browser, base, "/who", lambda s, url, login: rotating.login(s, url), login="a")
     assert final.status == 200, await final.text()
     return asyncio.get_running_loop().time()
-
-
-async def burst(base: URL, cookies: dict[str, str], tag: str) -> list[Reply]:
-    urls = [base.with_path(f"/{tag}{i}") for i in range(PARALLEL)]
-    return await asyncio.gather(*(fresh_connection_get(url, cookies) for url in urls))
 
 
 async def test_parallel_requests_with_the_old_cookie_share_one_refresh_and_nobody_is_signed_out(

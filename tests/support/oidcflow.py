@@ -57,7 +57,8 @@ async def sign_in(browser: aiohttp.ClientSession, proxy: TestServer, login: str)
 
 
 class IdPTap:
-    """A plain reverse proxy in front of the provider that counts requests by method and path.
+    """A plain reverse proxy in front of the provider that counts requests by method and path, and
+    the token endpoint's requests by grant type.
 
     `rewrite` may change a JSON answer of the token endpoint: used only for the Entra ID access
     token, which oidc-provider as configured here cannot issue (its access tokens are opaque).
@@ -83,7 +84,7 @@ class IdPTap:
     async def _forward(self, request: web.Request) -> web.StreamResponse:
         self.seen[f"{request.method} {request.path}"] += 1
         body = await request.read()
-        if request.path == "/token":
+        if _is_token_endpoint(request.path):
             form = dict(x.split("=", 1) for x in body.decode().split("&") if "=" in x)
             self.grants[form.get("grant_type", "")] += 1
         headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
@@ -95,9 +96,14 @@ class IdPTap:
                     status, ctype = resp.status, resp.headers.get("Content-Type", "")
         except aiohttp.ClientError:
             return web.Response(status=502, text="provider down")
-        if self.rewrite is not None and request.path == "/token" and status == 200:
+        if self.rewrite is not None and _is_token_endpoint(request.path) and status == 200:
             data = json.dumps(self.rewrite(json.loads(data))).encode()
         return web.Response(status=status, body=data, headers={"Content-Type": ctype})
+
+
+def _is_token_endpoint(path: str) -> bool:
+    """oidc-provider's /token, Keycloak's /realms/NAME/protocol/openid-connect/token, Hydra's /oauth2/token"""
+    return path == "/token" or path.endswith(("/openid-connect/token", "/oauth2/token"))
 
 
 def provider_key(idp: NodeIdP) -> tuple[Any, str]:
