@@ -8,8 +8,11 @@ and waits for their graceful drain. Sessions live in cookies; what the workers d
 per session, a login state used once) lives in a `companion` process the parent forks first, restarts
 when it dies and stops only after the workers drained: the coordination keeper. With
 --https-address every process serves both addresses, the HTTPS one through `web.tls.ServingTls`,
-whose certificate is reloaded when its files change. Only `run` and `_serve` import from oidcproxy
-(config, coordination, idp's warning, web); the plumbing below them imports nothing from it.
+whose certificate is reloaded when its files change. With --metrics-address the parent binds that
+address too; one process serves it beside the app, several workers write their values to files in a
+private directory under $TMPDIR (prometheus-client's multiprocess mode) and the keeper's process
+serves their sum. Only `run`, `_serve` and the metrics helpers import from oidcproxy (config,
+coordination, idp's warning, web); the plumbing below them imports nothing from it.
 """
 
 from __future__ import annotations
@@ -26,11 +29,13 @@ import multiprocessing.connection
 import os
 import pathlib
 import queue
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -42,6 +47,8 @@ from oidcproxy.coordination import keeper_socket, remove_keeper_socket, serve_ke
 from oidcproxy.idp import warning_text
 from oidcproxy.web import base_url, build_app
 from oidcproxy.web.accesslog import batched_access_log
+from oidcproxy.web.appkeys import METRICS
+from oidcproxy.web.metrics import scrape_registry, serve_metrics, use_multiprocess_dir
 from oidcproxy.web.tls import ServingTls
 
 __all__ = [
@@ -72,6 +79,14 @@ def run(settings: Settings, announce: Callable[[str], None] = print) -> int:
     count, why = settings.workers or (1 if settings.oidc_type == "embedded" else 0), ""
     if not count:
         count, why = default_workers()
+    try:
+        metrics = _metrics_socket(settings.metrics_address)
+    except OSError as exc:
+        print(
+            f"oidcproxy: --metrics-address: cannot listen on {settings.metrics_address}: {exc}",
+            file=sys.stderr,
+        )
+        return 2
 
     def listening(_: object) -> None:
         plural = f" ({count} workers)" if count > 1 else ""
@@ -79,24 +94,81 @@ def run(settings: Settings, announce: Callable[[str], None] = print) -> int:
             plural = f" ({count} worker{'s' if count > 1 else ''}: {why})"
         https = f" and https on {settings.https_address}" if settings.https_address else ""
         announce(f"oidcproxy listening on {settings.http_address}{https}{plural}")
+        if metrics is not None:
+            mhost, mport = metrics.getsockname()[:2]
+            announce(f"oidcproxy metrics on http://{mhost}:{mport}/metrics")
         if settings.dev:
             announce(f"Open {base_url(settings)}/ and sign in with any email and password.")
 
-    if count == 1:
-        _serve(settings, listening, None, addresses)
-        return 0
+    try:
+        if count == 1:
+            _serve(settings, listening, None, addresses, metrics)
+            return 0
+        return _serve_workers(settings, addresses, count, listening, metrics)
+    finally:
+        if metrics is not None:
+            metrics.close()
+
+
+def _serve_workers(
+    settings: Settings,
+    addresses: list[Address],
+    count: int,
+    listening: Callable[[int], None],
+    metrics: socket.socket | None,
+) -> int:
+    folder, base = "", os.environ.get("TMPDIR") or "/tmp"  # noqa: S108 - a private mkdtemp inside
+    if metrics is not None:
+        try:
+            folder = tempfile.mkdtemp(prefix="oidcproxy-metrics-", dir=base)
+        except OSError as exc:
+            print(
+                f"oidcproxy: --metrics-address: {count} workers keep their counts in files, and no "
+                f"directory could be made in {base} ({exc.strerror}); mount a writable /tmp (the "
+                "chart and deploy/ mount a tmpfs) or point TMPDIR at a writable directory",
+                file=sys.stderr,
+            )
+            return 2
+        use_multiprocess_dir(folder)
     # The workers share refresh and login state through a keeper process on a private unix socket,
     # bound here so that it exists before any worker connects (and outlives a restarted keeper).
     keeper, path = keeper_socket()
     try:
         serve = functools.partial(_serve_on, settings, path)
-        companion = functools.partial(serve_keeper, keeper, new_event_loop)
+        beside = None if metrics is None else functools.partial(_scrape_all, metrics, folder)
+        companion = functools.partial(serve_keeper, keeper, new_event_loop, beside)
         host, port = addresses[0]
         return supervise(
             host, port, count, serve, on_ready=listening, companion=companion, more=addresses[1:]
         )
     finally:
         remove_keeper_socket(keeper, path)
+        if folder:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _metrics_socket(address: str) -> socket.socket | None:
+    """The metrics listener, bound before anything forks: a busy port fails at once, port 0 is resolved."""
+    if not address:
+        return None
+    host, port = split_address(address)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family)
+
+
+@contextlib.asynccontextmanager
+async def _scrape_all(sock: socket.socket, folder: str) -> AsyncIterator[None]:
+    """In the keeper's process: /metrics summing every worker's file."""
+    registry, before = scrape_registry(folder)
+    async with serve_metrics(sock, registry, before):
+        yield
+
+
+async def _scrape_one(app: web.Application, *, sock: socket.socket) -> AsyncIterator[None]:
+    metrics = app[METRICS]
+    assert metrics.registry is not None  # noqa: S101 - enabled by --metrics-address
+    async with serve_metrics(sock, metrics.registry, metrics.sync):
+        yield
 
 
 def _serve_on(
@@ -110,10 +182,12 @@ def _serve(
     listening: Callable[[str], None] | None,
     state_socket: str | None,
     where: Sequence[Address | socket.socket],
+    metrics: socket.socket | None = None,
 ) -> None:
     """One process's server: app built here (after any fork), uvloop if installed, logs off the loop.
 
     `where`: the HTTP address or bound socket first, then the HTTPS one with --https-address.
+    `metrics`: this one process serves /metrics on that socket too.
     """
     access_log = logging.getLogger("oidcproxy.access") if settings.request_logging else None
     access_log_class, flush_access_log = batched_access_log()
@@ -121,8 +195,11 @@ def _serve(
     if settings.https_address:  # read and checked before listening: a bad pair stops start-up
         tls = ServingTls(settings.tls_cert_file, settings.tls_key_file, settings.tls_min_version)
     with log_off_the_loop():
+        app = build_app(settings, state_socket=state_socket)
+        if metrics is not None:
+            app.cleanup_ctx.append(functools.partial(_scrape_one, sock=metrics))
         run_app(
-            build_app(settings, state_socket=state_socket),
+            app,
             functools.partial(_sites, where, tls),
             loop=new_event_loop(),
             listening=listening,

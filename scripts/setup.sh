@@ -26,6 +26,8 @@ command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
 [ -x /usr/bin/redis-server ] || need_apt+=(redis-server)
 [ -x /usr/bin/redis-sentinel ] || need_apt+=(redis-sentinel)
 command -v redis-cli >/dev/null 2>&1 || need_apt+=(redis-tools)
+# `promtool check metrics` for the metrics exposition (tests/integration/test_metrics.py).
+command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi

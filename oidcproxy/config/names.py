@@ -46,6 +46,11 @@ _INSTEAD: Mapping[str, tuple[str, ...]] = {
     ),
     _TLS: ("tls_cipher_suites",),
     "sessions keep their tokens (in the cookie, or sealed in Redis); remove it": ("session_cookie_minimal",),
+    "the metrics listener (metrics_address) speaks plain HTTP; keep it off the public network": (
+        "metrics_secure_address",
+        "metrics_tls_cert_file",
+        "metrics_tls_key_file",
+    ),
     _GENERIC: (
         "allow_query_semicolons",
         "auth_logging",
@@ -92,7 +97,6 @@ _INSTEAD: Mapping[str, tuple[str, ...]] = {
     ),
 }
 _INSTEAD_BY_PREFIX: Mapping[str, str] = {
-    "metrics_": _GENERIC,
     **dict.fromkeys(
         ("github_", "gitlab_", "google_", "azure_", "entra_id_", "bitbucket_", "keycloak_", "allowed_role"),
         "provider-specific; use allowed_group and oidc_groups_claim (docs/providers.md)",

@@ -103,7 +103,7 @@ class ServerOptions(BaseModel):
 
 
 class RuntimeOptions(BaseModel):
-    """Logging and the worker processes."""
+    """Logging, metrics and the worker processes."""
 
     log_level: Literal["debug", "info", "warning", "error"] = option("info", "log level")
     request_logging: bool = option(True, "log one line per request (batched, written off the event loop)")
@@ -112,6 +112,19 @@ class RuntimeOptions(BaseModel):
         "processes serving --http-address together (SO_REUSEPORT); 0: the container's CPU quota "
         "rounded up, else one per CPU, or 1 with --oidc-type embedded",
     )
+    metrics_address: str = option(
+        "",
+        "address of the Prometheus metrics listener, host:port (GET /metrics, no sign-in); "
+        "empty: no metrics. Several workers keep their counts in files under $TMPDIR (default /tmp), "
+        "which must be writable",
+    )
+
+    @field_validator("metrics_address")
+    @classmethod
+    def _metrics_address(cls, value: str) -> str:
+        if value:
+            split_address(value)
+        return value
 
     def problems(self) -> list[str]:
         if self.workers < 0:

@@ -115,6 +115,8 @@ class Settings(
         embedded = self.oidc_type == "embedded"
         if embedded and self.workers > 1:
             out.append("--workers: the embedded provider keeps its state in one process; use --workers 1")
+        if self.metrics_address == self.http_address and not self.http_address.endswith(":0"):
+            out.append("--metrics-address: must differ from --http-address; e.g. 0.0.0.0:9090")
         if embedded and not self.dev_idp_allow_remote and not is_loopback(self.http_address):
             out.append(
                 f"--http-address: {self.http_address} is not a loopback address and the embedded "

@@ -21,7 +21,7 @@ import socket
 import struct
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from oidcproxy.coordination.state import LocalState
@@ -177,23 +177,35 @@ def remove_keeper_socket(sock: socket.socket, path: str) -> None:
         os.rmdir(os.path.dirname(path))
 
 
-def serve_keeper(sock: socket.socket, new_loop: Callable[[], asyncio.AbstractEventLoop]) -> None:
-    """The keeper process: serve one LocalState on `sock` until SIGTERM."""
+def serve_keeper(
+    sock: socket.socket,
+    new_loop: Callable[[], asyncio.AbstractEventLoop],
+    beside: Callable[[], contextlib.AbstractAsyncContextManager[None]] | None = None,
+) -> None:
+    """The keeper process: serve one LocalState on `sock` until SIGTERM; `beside()`, if given, is a
+    context that runs on the same loop for as long (the metrics listener of several workers)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the parent decides
     loop = new_loop()
     try:
-        loop.run_until_complete(_keep(sock))
+        loop.run_until_complete(_keep(sock, beside or _nothing))
     finally:
         loop.close()
 
 
-async def _keep(sock: socket.socket) -> None:
+async def _keep(
+    sock: socket.socket, beside: Callable[[], contextlib.AbstractAsyncContextManager[None]]
+) -> None:
     state = LocalState()
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    async with await start_keeper(sock, state):
+    async with await start_keeper(sock, state), beside():
         await stop.wait()
     await state.close()
+
+
+@contextlib.asynccontextmanager
+async def _nothing() -> AsyncIterator[None]:
+    yield
 
 
 async def start_keeper(sock: socket.socket, state: LocalState) -> asyncio.Server:

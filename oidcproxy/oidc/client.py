@@ -90,6 +90,11 @@ class OIDCClient:
         return self._metadata is not None
 
     @property
+    def loaded(self) -> ProviderMetadata | None:
+        """The provider's metadata once loaded, else None; never waits."""
+        return self._metadata
+
+    @property
     def keys(self) -> KeySet | None:
         """The provider's key set, once loaded (tests count its fetches)."""
         return self._keys

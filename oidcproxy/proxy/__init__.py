@@ -27,7 +27,7 @@ from oidcproxy.proxy.headers import (
     strip_cookies,
     upstream_headers,
 )
-from oidcproxy.proxy.http import UpstreamProxy, View
+from oidcproxy.proxy.http import ProxyObserver, UpstreamProxy, View
 from oidcproxy.proxy.routes import Route, Router, upstream_url
 from oidcproxy.proxy.tls import UpstreamTls
 from oidcproxy.proxy.websocket import WebSocketTimeouts
@@ -41,6 +41,7 @@ __all__ = [
     "Route",
     "Router",
     "UpstreamClient",
+    "ProxyObserver",
     "UpstreamProxy",
     "UpstreamResponse",
     "UpstreamTls",

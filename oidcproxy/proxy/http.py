@@ -2,8 +2,9 @@
 
 Plain HTTP goes through our own client (`client`); WebSockets through aiohttp's ws_connect and the
 relay in `websocket`. Uses aiohttp.web because it moves bytes between two sockets; decides nothing
-about who may pass (the gate did) nor which headers go (`headers` did). Imports config, errors,
-model, aiohttp_internals (one private aiohttp switch) and the rest of `proxy`.
+about who may pass (the gate did) nor which headers go (`headers` did). An injected `ProxyObserver`
+hears what happened (the web layer's metrics). Imports config, errors, model, aiohttp_internals
+(one private aiohttp switch) and the rest of `proxy`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import ssl
+import time
 from collections.abc import Callable
+from typing import Protocol
 
 import aiohttp
 from aiohttp import web
@@ -32,10 +35,34 @@ from oidcproxy.proxy.headers import (
 from oidcproxy.proxy.routes import Router, upstream_url
 from oidcproxy.proxy.websocket import WebSocketTimeouts, connect, relay
 
-__all__ = ["UpstreamProxy", "View"]
+__all__ = ["ProxyObserver", "UpstreamProxy", "View"]
 
 # (scheme, host, X-Forwarded-For) to tell the upstream: what the request looked like to the browser.
 View = Callable[[web.Request], tuple[str, str, str]]
+
+
+class ProxyObserver(Protocol):
+    """Told what the proxy saw; called on the hot path, so it must be cheap and never raise."""
+
+    def upstream_answered(self, seconds: float) -> None:
+        """The upstream's response headers arrived `seconds` after the request went out."""
+
+    def upstream_cut(self, side: str) -> None:
+        """A response was cut after its status line: `side` "upstream" or "client" failed."""
+
+    def websockets_open(self, delta: int) -> None:
+        """+1 when a WebSocket relay starts, -1 when it ends."""
+
+
+class _Unobserved:
+    def upstream_answered(self, seconds: float) -> None:
+        pass
+
+    def upstream_cut(self, side: str) -> None:
+        pass
+
+    def websockets_open(self, delta: int) -> None:
+        pass
 
 
 def _direct_view(request: web.Request) -> tuple[str, str, str]:
@@ -57,9 +84,11 @@ class UpstreamProxy:
         websocket: WebSocketTimeouts = WebSocketTimeouts(),
         clock: Clock = system_clock,
         tls: ssl.SSLContext | None = None,
+        observer: ProxyObserver | None = None,
     ) -> None:
         """`tls`: the one context for https and wss upstreams (proxy.tls); None: the system store."""
         self.router = router
+        self._observer: ProxyObserver = observer or _Unobserved()
         self.policy = policy
         self._response_timeout_s = response_timeout_s
         self._connect_timeout_s = connect_timeout_s
@@ -128,7 +157,11 @@ class UpstreamProxy:
         if websocket:
             assert self._http is not None  # noqa: S101 - started by the app's cleanup context
             upstream = await connect(self._http, request, url, headers, self._ws)
-            return await relay(request, upstream, self._ws, self._clock, expires_at, self._closing, alive)
+            self._observer.websockets_open(1)
+            try:
+                return await relay(request, upstream, self._ws, self._clock, expires_at, self._closing, alive)
+            finally:
+                self._observer.websockets_open(-1)
         block = b""
         if identity is not None and tokens is not None:
             block = self._caches.identity.block(self.policy, identity, tokens)
@@ -140,6 +173,7 @@ class UpstreamProxy:
         # Our own HTTP/1.1 client (upstream_client): aiohttp's ClientSession machinery was ~30 % of a
         # proxied GET under py-spy. Body framing follows the client's: Content-Length if it sent one.
         body = request.content.iter_chunked(65536) if request.body_exists else None
+        sent = time.perf_counter()
         try:
             async with asyncio.timeout(self._response_timeout_s):
                 upstream = await self._client.request(
@@ -147,6 +181,7 @@ class UpstreamProxy:
                 )
         except TimeoutError as exc:
             raise UpstreamTimeout(f"{url.origin()} gave no answer in {self._response_timeout_s:g}s") from exc
+        self._observer.upstream_answered(time.perf_counter() - sent)
         relayed = 0
         try:
             # Status line and headers leave with the first body chunk: one write for a small answer.
@@ -173,4 +208,5 @@ class UpstreamProxy:
 
     def _cut(self, side: str, detail: str) -> ResponseCut:
         self.cut[side] += 1
+        self._observer.upstream_cut(side)
         return ResponseCut(detail)

@@ -12,7 +12,7 @@ import functools
 import logging
 import secrets
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 
 import aiohttp
 from aiohttp import web
@@ -58,6 +58,7 @@ from oidcproxy.web.appkeys import (
     EDGE,
     EMBEDDED_IDP,
     LOGIN,
+    METRICS,
     OIDC,
     PAGES,
     POLICY,
@@ -69,9 +70,11 @@ from oidcproxy.web.appkeys import (
     SETTINGS,
     SHARED,
     SIGN_OUT,
+    STARTED,
 )
 from oidcproxy.web.demo import build_demo_app
 from oidcproxy.web.headerlimit import answer_431, header_limits
+from oidcproxy.web.metrics import Metrics, observe_requests, provider_trace
 from oidcproxy.web.middleware import errors_and_ids, remember_started
 from oidcproxy.web.pages import PageCache
 
@@ -91,11 +94,15 @@ def build_app(
 ) -> web.Application:
     """The app; `state_socket` is the keeper's path when this is one of several workers;
     `shared_state` (say a RedisState) replaces both, shared with other replicas; the app closes it."""
+    metrics = Metrics(enabled=bool(settings.metrics_address), routes=_ROUTE_CLASSES)
     app = web.Application(
-        middlewares=[errors_and_ids],
+        middlewares=[observe_requests(metrics, STARTED), errors_and_ids]
+        if metrics.enabled
+        else [errors_and_ids],
         handler_args=header_limits(settings.max_header_size),
         client_max_size=1024**2,
     )
+    app[METRICS] = metrics
     keys = KeyRing(settings.cookie_secrets())
     cookie_policy = CookiePolicy(
         name=settings.cookie_name,
@@ -137,6 +144,8 @@ def build_app(
     seal = SessionCodec(keys, cookie_policy.name)
     app.cleanup_ctx.append(functools.partial(_oidc_ctx, config=provider, seal=seal))
     app.cleanup_ctx.append(_upstream_ctx)
+    if metrics.enabled:
+        app.cleanup_ctx.append(_metrics_ctx)
     _routes(app)
     return app
 
@@ -290,6 +299,18 @@ def _mount_embedded_idp(
     )
 
 
+_ROUTE_CLASSES: Mapping[Callable[..., object], str] = {
+    handlers.gate: "proxied",
+    handlers.auth: "auth_request",
+    handlers.sign_in: "login",
+    handlers.start: "login",
+    handlers.callback: "callback",
+    handlers.sign_out: "sign_out",
+    handlers.userinfo: "userinfo",
+}
+"""Each route's class in the request metrics (web.metrics.ROUTES); any other route is `static`."""
+
+
 def _routes(app: web.Application) -> None:
     app.router.add_get("/oauth2/sign_in", handlers.sign_in)
     app.router.add_get("/oauth2/start", handlers.start)
@@ -312,10 +333,12 @@ async def _oidc_ctx(
     settings = app[SETTINGS]
     timeout = aiohttp.ClientTimeout(total=settings.provider_timeout)
     connector = aiohttp.TCPConnector(ssl=ssl_context(settings.provider_ca_file))
+    traces = [provider_trace(app[METRICS], _provider_endpoints(app))] if app[METRICS].enabled else []
     async with aiohttp.ClientSession(
-        timeout=timeout, cookie_jar=aiohttp.DummyCookieJar(), connector=connector
+        timeout=timeout, cookie_jar=aiohttp.DummyCookieJar(), connector=connector, trace_configs=traces
     ) as http:
         client = app[OIDC] = OIDCClient(http, config, app[CLOCK])
+        _mirror_key_set(app[METRICS], client)
         # A refresh may fetch keys and userinfo too: the lock outlives a slow but successful one.
         lock_s = 3 * settings.provider_timeout + 5
         policy = RefreshPolicy(cookie_refresh_s=settings.cookie_refresh, lock_s=lock_s)
@@ -332,6 +355,51 @@ async def _oidc_ctx(
         if BEARER in app:
             await app[BEARER].close()
         await client.close()
+
+
+def _provider_endpoints(app: web.Application) -> Callable[[], Mapping[str, str]]:
+    """The provider's endpoint URLs by name, once its metadata is loaded (for the provider metrics)."""
+    known: dict[str, str] = {}
+
+    def endpoints() -> Mapping[str, str]:
+        meta = app[OIDC].loaded if not known and OIDC in app else None
+        if meta is not None:
+            names = {"jwks": meta.jwks_uri, "userinfo": meta.userinfo_endpoint, "token": meta.token_endpoint}
+            known.update({url: name for name, url in names.items() if url})
+        return known
+
+    return endpoints
+
+
+def _mirror_key_set(metrics: Metrics, client: OIDCClient) -> None:
+    """The key set's own counters (oidc.jwks.KeySet) copied into the metrics."""
+
+    def read(name: str) -> Callable[[], int]:
+        return lambda: getattr(client.keys, name) if client.keys is not None else 0
+
+    metrics.mirror(metrics.jwks_fetches.labels("ok"), read("fetches"))
+    metrics.mirror(metrics.jwks_fetches.labels("failed"), read("failures"))
+    metrics.mirror(metrics.jwks_stale, read("stale_served"))
+
+
+async def _metrics_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Mirrored counters are copied every few seconds (and before each scrape with one worker)."""
+    metrics = app[METRICS]
+
+    async def every(seconds: float) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            metrics.sync()
+
+    task = asyncio.create_task(every(_MIRROR_S), name="metrics-mirror")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    metrics.sync()
+
+
+_MIRROR_S = 5.0
 
 
 async def _shared_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -389,6 +457,7 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
         ),
         clock=app[CLOCK],
         tls=_upstream_tls(settings),
+        observer=app[METRICS] if app[METRICS].enabled else None,
     )
     await proxy.start()
     app[PROXY] = proxy

@@ -17,6 +17,7 @@ from oidcproxy.proxy import UpstreamProxy
 from oidcproxy.redisconn import RedisClient
 from oidcproxy.sessions.cookies import SetCookie
 from oidcproxy.sessions.store import SessionStore
+from oidcproxy.web.metrics import Metrics
 from oidcproxy.web.pages import PageCache
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "EDGE",
     "EMBEDDED_IDP",
     "LOGIN",
+    "METRICS",
     "OIDC",
     "PAGES",
     "POLICY",
@@ -56,6 +58,7 @@ EDGE = web.AppKey("edge", Edge)
 PAGES = web.AppKey("pages", PageCache)  # the look of the pages, read once
 # The one Redis client (sessions and shared state), only when Redis is configured; closed on cleanup.
 REDIS: web.AppKey[RedisClient] = web.AppKey("redis")
+METRICS = web.AppKey("metrics", Metrics)  # recorders that do nothing without --metrics-address
 # Refresh and login state shared by the workers of this instance (refresh path and callback only).
 SHARED: web.AppKey[SharedState] = web.AppKey("shared")
 # The revocation list's local copy (checked on every request) and the provider side of sign-out.

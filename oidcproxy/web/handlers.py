@@ -1,6 +1,7 @@
 """Handlers: /oauth2/* endpoints, ping/ready, and the gate in front of every other path.
 
 Thin: read the request, call the domain, build the response. Status codes come from the error tree.
+What was decided (auth outcomes, logins, refreshes, session store calls) is told to app[METRICS].
 Imports the domain parts, appkeys and middleware; never app (assembly) or headerlimit.
 """
 
@@ -9,8 +10,9 @@ from __future__ import annotations
 import functools
 import logging
 import secrets
-from collections.abc import Iterable
-from typing import Any
+import time
+from collections.abc import Awaitable, Iterable
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from aiohttp import web
@@ -26,9 +28,11 @@ from oidcproxy.errors import (
     RefreshSuperseded,
     SignOutFailed,
     StateUnavailable,
+    TokenInvalid,
+    TokenRefused,
 )
 from oidcproxy.forwarded import External, Original, callback_url, external_base
-from oidcproxy.login import return_target
+from oidcproxy.login import Callback, return_target
 from oidcproxy.model import Identity, Session, Tokens
 from oidcproxy.oidc import bearer_token, end_session_url, refresh_state
 from oidcproxy.proxy import auth_request_headers, is_websocket_upgrade
@@ -40,6 +44,7 @@ from oidcproxy.web.appkeys import (
     CLOCK,
     EDGE,
     LOGIN,
+    METRICS,
     OIDC,
     POLICY,
     PROXY,
@@ -71,6 +76,8 @@ __all__ = [
 
 log = logging.getLogger("oidcproxy")
 
+T = TypeVar("T")
+
 #: Where the provider sends the browser back after RP-initiated logout: register it there.
 SIGNED_OUT_PATH = "/oauth2/signed_out"
 
@@ -98,7 +105,7 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
     if settings.skip_provider_button:
         return await start(request)
     response = page((await pages(request)).sign_in("/oauth2/start?rd=" + quote(rd, safe="")))
-    apply_cookies(response, await request.app[SESSIONS].clear(request.cookies), scheme=_scheme(request))
+    apply_cookies(response, await _clear(request), scheme=_scheme(request))
     return response
 
 
@@ -113,13 +120,51 @@ async def start(request: web.Request) -> web.StreamResponse:
     )
     response = redirect(url)
     # No session fixation: starting a login drops whatever session the browser had.
-    apply_cookies(response, [*await app[SESSIONS].clear(request.cookies), login_cookie], scheme=ext.scheme)
+    apply_cookies(response, [*await _clear(request), login_cookie], scheme=ext.scheme)
+    app[METRICS].logins_started.inc()
     return response
 
 
 async def callback(request: web.Request) -> web.StreamResponse:
     app = request.app
-    done = await app[LOGIN].finish(request.cookies, request.query)
+    failed = app[METRICS].login_failed
+    try:
+        done = await app[LOGIN].finish(request.cookies, request.query)
+    except LoginFailed:
+        failed["provider_error" if "error" in request.query else "state"].inc()
+        raise
+    except StateUnavailable:
+        failed["state_unavailable"].inc()
+        raise
+    try:
+        response = await _signed_in(request, done)
+    except Exception as exc:
+        failed[_login_failure(exc)].inc()
+        raise
+    app[METRICS].logins_completed.inc()
+    return response
+
+
+def _login_failure(exc: Exception) -> str:
+    """Why the code exchange or what follows it failed (web.metrics.LOGIN_FAILURES)."""
+    for kind, reason in _FAILURES:
+        if isinstance(exc, kind):
+            return reason
+    return "other"
+
+
+_FAILURES: tuple[tuple[type[Exception], str], ...] = (
+    (TokenRefused, "token_refused"),
+    (TokenInvalid, "token_invalid"),
+    (LoginFailed, "token_invalid"),  # e.g. no id_token in the answer
+    (Forbidden, "forbidden"),
+    (IdPUnavailable, "provider_unavailable"),
+    (StateUnavailable, "state_unavailable"),
+)
+
+
+async def _signed_in(request: web.Request, done: Callback) -> web.StreamResponse:
+    app = request.app
     attempt = done.attempt
     tokens, claims = await app[OIDC].exchange(
         done.code, redirect_uri=attempt.redirect_uri, verifier=attempt.verifier, nonce=attempt.nonce
@@ -138,7 +183,7 @@ async def callback(request: web.Request) -> web.StreamResponse:
     log.info("signed in: %s (sub %s)", identity.email or identity.user, identity.subject)
     response = redirect(done.attempt.return_to)
     scheme = _scheme(request)
-    apply_cookies(response, await app[SESSIONS].save(session, request.cookies), scheme=scheme)
+    apply_cookies(response, await _save(request, session), scheme=scheme)
     apply_cookies(response, [app[LOGIN].clear(done.attempt.state)], scheme=scheme)
     return response
 
@@ -165,7 +210,7 @@ async def sign_out(request: web.Request) -> web.StreamResponse:
         response = redirect(_return_to(request))
     else:
         response = page((await pages(request)).signed_out("/oauth2/sign_in"))
-    apply_cookies(response, await app[SESSIONS].clear(request.cookies), scheme=_scheme(request))
+    apply_cookies(response, await _clear(request), scheme=_scheme(request))
     return response
 
 
@@ -247,14 +292,15 @@ async def _open(request: web.Request) -> Session | None:
     None when it was revoked (signed out, or logged out by the provider: a dict lookup, no I/O).
 
     A store fault raises StoreUnavailable (503): it is never taken for "no session", which would
-    send a signed-in person to sign in again, and back, in a loop.
+    send a signed-in person to sign in again, and back, in a loop. Only a fetch (the store's I/O) is
+    in the session store metrics (`load`): the cache hit is the hot path and records nothing.
     """
     app = request.app
     store = app[SESSIONS]
     header = request.headers.get("Cookie")
     session = store.peek(header, lambda: request.cookies)
     if session is MISS:
-        session = await store.fetch(header, lambda: request.cookies)
+        session = await _stored(request, "load", store.fetch(header, lambda: request.cookies))
     if session is not None and app[REVOKED].revoked(session):
         log.info("session refused: revoked (sub %s)", session.identity.subject)
         return None
@@ -279,14 +325,41 @@ async def userinfo(request: web.Request) -> web.StreamResponse:
     return web.json_response(body, headers={"Cache-Control": "no-store"})
 
 
+async def _save(request: web.Request, session: Session) -> list[SetCookie]:
+    metrics = request.app[METRICS]
+    cookies = await _stored(request, "save", request.app[SESSIONS].save(session, request.cookies))
+    metrics.cookie_bytes.observe(sum(len(c.name) + len(c.value) + 1 for c in cookies if c.value))
+    return cookies
+
+
+async def _clear(request: web.Request) -> list[SetCookie]:
+    return await _stored(request, "clear", request.app[SESSIONS].clear(request.cookies))
+
+
+async def _stored(request: web.Request, op: str, call: Awaitable[T]) -> T:
+    """A session store call (`op`: load, save, clear), counted and timed."""
+    metrics = request.app[METRICS]
+    started = time.perf_counter()
+    try:
+        done = await call
+    except Exception:
+        metrics.store_outcome[op, "error"].inc()
+        raise
+    metrics.store_seconds[op].observe(time.perf_counter() - started)
+    metrics.store_outcome[op, "ok"].inc()
+    return done
+
+
 async def auth(request: web.Request) -> web.StreamResponse:
     """Forward auth (NGINX auth_request, Caddy, Traefik, Envoy): 202 signed in and allowed (or a
     --skip-auth-route), 401 not signed in, 403 not allowed, 503 when the session store failed (NGINX
     answers 500: fail closed, never a sign-in). A browser's unauthenticated GET gets a redirect to sign
     in instead of the 401 with --forward-auth-redirect, unless it is an --api-route."""
     app = request.app
+    seen = app[METRICS].auth
     original = _original(request)
     if original.target and app[EDGE].skips_auth(original.method, original.path, request.headers):
+        seen.skipped.inc()
         return web.Response(status=202, headers={"Cache-Control": "no-store"})
     session = await _open(request)
     try:
@@ -294,10 +367,13 @@ async def auth(request: web.Request) -> web.StreamResponse:
             raise NotAuthenticated("no valid session cookie")
         session = await _fresh(request, session)
     except NotAuthenticated:
+        seen.unauthenticated.inc()
         return _unauthenticated(request, original)
     ident = session.identity
     if not app[POLICY].evaluate(ident).allowed or not _query_allows(request, ident):
+        seen.forbidden.inc()
         return web.Response(status=403, headers={"Cache-Control": "no-store"})
+    seen.cookie.inc()
     settings = app[SETTINGS]
     extra = auth_request_headers(
         ident,
@@ -358,17 +434,27 @@ async def ready(request: web.Request) -> web.StreamResponse:
 async def gate(request: web.Request) -> web.StreamResponse:
     """Every path that is not ours: a valid, allowed session (or bearer JWT), or no further."""
     app = request.app
+    seen = app[METRICS].auth
     if app[EDGE].skips_auth(request.method, request.rel_url.raw_path, request.headers):
+        seen.skipped.inc()
         return await app[PROXY].handle(request, None, None)
-    session = await _open(request)
     expires_at: float | None = None
-    if session is not None:
-        _same_origin_websocket(request)
-        session = await _fresh(request, session)
-        identity, tokens, expires_at = session.identity, session.tokens, session.expires_at
-    else:
-        identity, tokens = await _bearer(request)
-    app[POLICY].require(identity)
+    try:
+        session = await _open(request)
+        if session is not None:
+            _same_origin_websocket(request)
+            session = await _fresh(request, session)
+            identity, tokens, expires_at = session.identity, session.tokens, session.expires_at
+        else:
+            identity, tokens = await _bearer(request)
+        app[POLICY].require(identity)
+    except NotAuthenticated:
+        seen.unauthenticated.inc()
+        raise
+    except Forbidden:
+        seen.forbidden.inc()
+        raise
+    (seen.cookie if session is not None else seen.bearer).inc()
     alive = None if session is None else functools.partial(_alive, app[REVOKED], session)
     return await app[PROXY].handle(request, identity, tokens, expires_at=expires_at, alive=alive)
 
@@ -395,21 +481,30 @@ async def _fresh(request: web.Request, session: Session) -> Session:
     if state == "fresh":
         return session
     if state == "dead":
-        request[SET_COOKIES] = await app[SESSIONS].clear(request.cookies)
+        request[SET_COOKIES] = await _clear(request)
         raise NotAuthenticated("session tokens expired and there is no refresh token")
+    counted = app[METRICS].refresh
     try:
         fresh = await refresher.refresh(session)
     except RefreshSuperseded:
+        counted.superseded.inc()
         raise  # an old cookie: the browser holds the refreshed one, so nothing may clear it
     except (RefreshRefused, LoginFailed, Forbidden) as exc:
         # Refused, or new tokens that fail validation: the session ends and the person signs in again.
-        request[SET_COOKIES] = await app[SESSIONS].clear(request.cookies)
+        counted.fatal.inc()
+        request[SET_COOKIES] = await _clear(request)
         if isinstance(exc, Forbidden):
             raise
         reason = exc.error if isinstance(exc, RefreshRefused) else exc.detail
         raise NotAuthenticated(f"session ended: refresh failed ({reason})") from exc
-    if fresh is not session:
-        request[SET_COOKIES] = await app[SESSIONS].save(fresh, request.cookies)
+    except Exception:
+        counted.transient.inc()
+        raise
+    if fresh is session:  # the provider or the shared state is down for now: the session stays
+        counted.transient.inc()
+        return fresh
+    counted.ok.inc()
+    request[SET_COOKIES] = await _save(request, fresh)
     return fresh
 
 

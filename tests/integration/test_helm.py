@@ -247,6 +247,16 @@ def test_defaults_start_on_todays_oidcproxy(
     assert _deployment(docs)["spec"]["replicas"] == 2
 
 
+def test_metrics_enabled_is_what_the_proxy_reads_on_the_port_it_opens(
+    render: Callable[..., list[dict[str, Any]]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    docs = render(REQUIRED, {"metrics": {"enabled": True, "port": 9100}})
+    settings = _settings(docs, tmp_path, monkeypatch)
+    assert settings.metrics_address == "0.0.0.0:9100"
+    ports = {p["name"]: p["containerPort"] for p in _container(docs)["ports"]}
+    assert ports["metrics"] == 9100
+
+
 def test_metrics_service_monitor_hpa_and_redis_when_switched_on(
     render: Callable[..., list[dict[str, Any]]],
 ) -> None:

@@ -1,0 +1,368 @@
+"""Prometheus metrics: what the web layer saw, recorded where the decisions are made.
+
+    Metrics          every metric of one process, in its own registry; the label children the hot
+                     path uses are bound once (`.labels()` never runs per request). Disabled (no
+                     --metrics-address), every recorder is a no-op and no middleware is installed.
+    observe_requests the outermost middleware: requests by route class and status, and their duration
+    provider_trace   an aiohttp TraceConfig for the provider's client session: calls by endpoint and
+                     outcome, and their latency (the oidc part itself knows nothing of metrics)
+    serve_metrics    the listener: GET /metrics on its own socket, never behind the sign-in gate
+    use_multiprocess_dir, scrape_registry
+                     several workers: each writes its values to files under one directory
+                     (prometheus-client's multiprocess mode) and the listener sums them at scrape time
+
+The pure parts (authz, login, forwarded, sessions, oidc, proxy) return what happened or own plain
+counters (the key set's fetches, the proxy's cuts); this module mirrors those counters and the
+handlers record the rest. Imports appkeys, the about module and prometheus-client; nothing else of
+oidcproxy (a forbidden contract in pyproject.toml keeps prometheus-client out of the other parts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import glob
+import os
+import re
+import socket
+import time
+import types
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, Final, Literal
+
+import aiohttp
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess, values
+from prometheus_client.exposition import choose_encoder
+
+from oidcproxy.about import version_info
+
+__all__ = [
+    "LOGIN_FAILURES",
+    "ROUTES",
+    "Metrics",
+    "observe_requests",
+    "provider_trace",
+    "scrape_registry",
+    "serve_metrics",
+    "use_multiprocess_dir",
+]
+
+ROUTES: Final = ("proxied", "auth_request", "login", "callback", "sign_out", "userinfo", "static")
+"""Route classes: the gate's proxied paths, /oauth2/auth, sign_in and start, callback, sign_out,
+userinfo, and the rest (/ping, /ready, the embedded provider)."""
+
+LOGIN_FAILURES: Final = (
+    "provider_error",  # the provider sent the browser back with ?error=
+    "state",  # no, expired, forged or replayed login state
+    "token_refused",  # the token endpoint refused the code
+    "token_invalid",  # the ID token (or userinfo) failed a check
+    "forbidden",  # signed in, but the rules let the person not pass
+    "provider_unavailable",  # the provider could not be reached or answered wrongly
+    "state_unavailable",  # the workers' shared state did not answer
+    "other",
+)
+
+_AUTH: Final = ("cookie", "bearer", "skipped", "unauthenticated", "forbidden")
+_REFRESH: Final = ("ok", "transient", "fatal", "superseded")
+_STORE_OPS: Final = ("load", "save", "clear")
+_FAST_S: Final = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+_COOKIE_BYTES: Final = (256, 512, 1024, 2048, 3072, 4096, 6144, 8192, 12288, 16384, 32768)
+_PROVIDER_S: Final = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class _Off:
+    """Every recorder when metrics are off: a call that does nothing."""
+
+    def labels(self, *_: str) -> _Off:
+        return self
+
+    def inc(self, amount: float = 1) -> None:
+        pass
+
+    def dec(self, amount: float = 1) -> None:
+        pass
+
+    def observe(self, amount: float) -> None:
+        pass
+
+    def set(self, value: float) -> None:
+        pass
+
+
+_OFF: Final = _Off()
+
+Recorder = Any  # a prometheus-client metric or child, or _Off
+
+
+class Metrics:
+    """The metrics of one process. `routes` maps a route's handler to its class (see ROUTES)."""
+
+    def __init__(self, *, enabled: bool, routes: Mapping[Callable[..., Any], str] | None = None) -> None:
+        self.enabled = enabled
+        self.registry: CollectorRegistry | None = CollectorRegistry() if enabled else None
+        self._routes = dict(routes or {})
+        self._mirrors: list[_Mirror] = []
+        self._requests = self._counter(
+            "requests", "Requests answered, by route class and status", "route", "status"
+        )
+        self._by_status: dict[str, dict[int, Recorder]] = {r: {} for r in ROUTES}
+        duration = self._histogram(
+            "request_duration_seconds",
+            "Time from the request's headers to the end of the answer, by route class (WebSockets not)",
+            None,
+            "route",
+        )
+        self.request_seconds = {r: duration.labels(r) for r in ROUTES}
+        self.upstream_seconds = self._histogram(
+            "upstream_response_seconds", "Time until the upstream's response headers arrived", None
+        )
+        cuts = self._counter("upstream_cuts", "Proxied responses cut after their status line", "side")
+        self.cut = {side: cuts.labels(side) for side in ("upstream", "client")}
+        auth = self._counter("auth_decisions", "Gate and /oauth2/auth decisions, by outcome", "outcome")
+        self.auth = types.SimpleNamespace(**{o: auth.labels(o) for o in _AUTH})
+        self.logins_started = self._counter("logins_started", "Sign-ins sent to the provider")
+        self.logins_completed = self._counter("logins_completed", "Sign-ins that ended with a session")
+        failures = self._counter("login_failures", "Callbacks that ended without a session", "reason")
+        self.login_failed = {r: failures.labels(r) for r in LOGIN_FAILURES}
+        refreshes = self._counter("refreshes", "Session refreshes as requests saw them", "outcome")
+        self.refresh = types.SimpleNamespace(**{o: refreshes.labels(o) for o in _REFRESH})
+        self._provider = self._counter(
+            "provider_requests", "Calls to the provider, by endpoint and outcome", "endpoint", "outcome"
+        )
+        self._provider_s = self._histogram(
+            "provider_request_duration_seconds",
+            "Time until the provider's response headers arrived, by endpoint",
+            _PROVIDER_S,
+            "endpoint",
+        )
+        self.jwks_fetches = self._counter("jwks_fetches", "Key set fetches, by outcome", "outcome")
+        self.jwks_stale = self._counter("jwks_stale_served", "Keys used past their lifetime after a failure")
+        store = self._counter(
+            "session_store_operations", "Session store operations, by outcome", "operation", "outcome"
+        )
+        self.store_outcome = {(op, o): store.labels(op, o) for op in _STORE_OPS for o in ("ok", "error")}
+        store_s = self._histogram(
+            "session_store_duration_seconds", "Time a session store operation took", _FAST_S, "operation"
+        )
+        self.store_seconds = {op: store_s.labels(op) for op in _STORE_OPS}
+        self.cookie_bytes = self._histogram(
+            "session_cookie_bytes", "Bytes of a saved session's cookies (names and values)", _COOKIE_BYTES
+        )
+        self.websockets = self._gauge("websockets_open", "WebSockets relayed now", "livesum")
+        build = self._gauge(
+            "build_info", "The running version (value 1)", "max", "version", "python", "aiohttp"
+        )
+        info = version_info()
+        build.labels(info.oidcproxy, info.python, info.aiohttp).set(1)
+
+    # -- recording ------------------------------------------------------------------------------
+    def route_of(self, request: web.Request) -> str:
+        return self._routes.get(request.match_info.handler, "static")
+
+    def answered(self, route: str, status: int) -> None:
+        """One request answered; the children for each (route, status) are made once."""
+        children = self._by_status[route]
+        child = children.get(status)
+        if child is None:
+            child = children[status] = self._requests.labels(route, str(status))
+        child.inc()
+
+    # The proxy's observer (proxy.ProxyObserver).
+    def upstream_answered(self, seconds: float) -> None:
+        self.upstream_seconds.observe(seconds)
+
+    def upstream_cut(self, side: str) -> None:
+        self.cut[side].inc()
+
+    def websockets_open(self, delta: int) -> None:
+        self.websockets.inc(delta)
+
+    def provider_call(self, endpoint: str, outcome: str, seconds: float | None) -> None:
+        self._provider.labels(endpoint, outcome).inc()  # the slow path: labels resolved here is fine
+        if seconds is not None:
+            self._provider_s.labels(endpoint).observe(seconds)
+
+    def mirror(self, recorder: Recorder, read: Callable[[], int]) -> None:
+        """Copy a counter another part owns (`read()`, never decreasing) into `recorder` at `sync()`."""
+        if self.enabled:
+            self._mirrors.append(_Mirror(recorder, read))
+
+    def sync(self) -> None:
+        for mirror in self._mirrors:
+            mirror.sync()
+
+    # -- building -------------------------------------------------------------------------------
+    def _counter(self, name: str, doc: str, *labels: str) -> Recorder:
+        if self.registry is None:
+            return _OFF
+        return Counter("oidcproxy_" + name, doc, labels, registry=self.registry)
+
+    def _histogram(self, name: str, doc: str, buckets: tuple[float, ...] | None, *labels: str) -> Recorder:
+        if self.registry is None:
+            return _OFF
+        if buckets is None:
+            return Histogram("oidcproxy_" + name, doc, labels, registry=self.registry)
+        return Histogram("oidcproxy_" + name, doc, labels, registry=self.registry, buckets=buckets)
+
+    def _gauge(self, name: str, doc: str, mode: Literal["livesum", "max"], *labels: str) -> Recorder:
+        if self.registry is None:
+            return _OFF
+        return Gauge("oidcproxy_" + name, doc, labels, registry=self.registry, multiprocess_mode=mode)
+
+
+class _Mirror:
+    __slots__ = ("_read", "_recorder", "_seen")
+
+    def __init__(self, recorder: Recorder, read: Callable[[], int]) -> None:
+        self._recorder, self._read, self._seen = recorder, read, 0
+
+    def sync(self) -> None:
+        now = self._read()
+        if now > self._seen:
+            self._recorder.inc(now - self._seen)
+            self._seen = now
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def observe_requests(metrics: Metrics, started_key: web.RequestKey[web.StreamResponse]) -> Middleware:
+    """The outermost middleware (installed only with metrics on): route class, status, duration.
+    `started_key` names the response a request has begun to send (appkeys.STARTED)."""
+    clock = time.perf_counter
+    answered, seconds, route_of = metrics.answered, metrics.request_seconds, metrics.route_of
+
+    @web.middleware
+    async def observed(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = clock()
+        route = route_of(request)
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            answered(route, exc.status)
+            raise
+        except BaseException as exc:
+            # Cancelled once the client went away: what was sent (a WebSocket's 101), else 499 as
+            # NGINX counts it; anything else escaping the error middleware is a 500.
+            sent = request.get(started_key)
+            gone = 499 if isinstance(exc, asyncio.CancelledError) else 500
+            answered(route, gone if sent is None else sent.status)
+            raise
+        answered(route, response.status)
+        if response.status != 101:  # a WebSocket's lifetime is not a request's duration
+            seconds[route].observe(clock() - started)
+        return response
+
+    return observed
+
+
+# -- provider calls, seen from the aiohttp client session ------------------------------------------
+def provider_trace(metrics: Metrics, endpoints: Callable[[], Mapping[str, str]]) -> aiohttp.TraceConfig:
+    """Record every call of a client session; `endpoints()` maps the known URLs to their names (token,
+    jwks, userinfo); discovery documents are recognised by their path, anything else is `other`."""
+    trace = aiohttp.TraceConfig()
+
+    def endpoint(url: Any) -> str:
+        text = str(url)
+        if text.endswith("/.well-known/openid-configuration"):
+            return "discovery"
+        return endpoints().get(text, "other")
+
+    async def start(_: Any, ctx: types.SimpleNamespace, params: Any) -> None:
+        ctx.started = time.perf_counter()
+
+    async def end(_: Any, ctx: types.SimpleNamespace, params: aiohttp.TraceRequestEndParams) -> None:
+        status = params.response.status
+        outcome = "ok" if status < 400 else "refused" if status < 500 else "error"
+        metrics.provider_call(endpoint(params.url), outcome, time.perf_counter() - ctx.started)
+
+    async def failed(_: Any, ctx: types.SimpleNamespace, params: aiohttp.TraceRequestExceptionParams) -> None:
+        metrics.provider_call(endpoint(params.url), "unreachable", time.perf_counter() - ctx.started)
+
+    trace.on_request_start.append(start)
+    trace.on_request_end.append(end)
+    trace.on_request_exception.append(failed)
+    trace.freeze()
+    return trace
+
+
+# -- the listener ----------------------------------------------------------------------------------
+@contextlib.asynccontextmanager
+async def serve_metrics(
+    sock: socket.socket, registry: CollectorRegistry, before: Callable[[], None] = lambda: None
+) -> AsyncIterator[None]:
+    """Serve GET /metrics from `registry` on the listening socket `sock` until the context ends.
+
+    `before()` runs ahead of each scrape (mirrored counters are synced there). The exposition is
+    rendered in a thread: with several workers it reads every worker's file."""
+
+    async def scrape(request: web.Request) -> web.Response:
+        before()
+        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+        body = await asyncio.to_thread(encoder, registry)
+        return web.Response(body=body, headers={"Content-Type": content_type, "Cache-Control": "no-store"})
+
+    app = web.Application()
+    app.router.add_get("/metrics", scrape)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    await web.SockSite(runner, sock, shutdown_timeout=1.0).start()
+    try:
+        yield
+    finally:
+        await runner.cleanup()
+
+
+def use_multiprocess_dir(path: str) -> None:
+    """Several workers: metrics made from now on (in this process and its forks) write to `path`.
+
+    prometheus-client chooses its value class when it is imported, from PROMETHEUS_MULTIPROC_DIR; we
+    decide later (after reading the settings), so the choice is made again here, before any fork."""
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    # The pid as the value class checks it on every update, kept instead of asked for (a syscall
+    # per update); a forked child sets its own before it records anything.
+    values.ValueClass = values.MultiProcessValue(process_identifier=_own_pid.get)  # type: ignore[no-untyped-call]
+    if not _own_pid.hooked:
+        os.register_at_fork(after_in_child=_own_pid.refresh)
+        _own_pid.hooked = True
+
+
+class _Pid:
+    def __init__(self) -> None:
+        self.pid, self.hooked = os.getpid(), False
+
+    def get(self) -> int:
+        return self.pid
+
+    def refresh(self) -> None:
+        self.pid = os.getpid()
+
+
+_own_pid = _Pid()
+
+
+def scrape_registry(path: str) -> tuple[CollectorRegistry, Callable[[], None]]:
+    """The registry summing every worker's file under `path`, and what to run before each scrape: a
+    dead worker's live gauges (open WebSockets) are dropped, its counters kept."""
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=path)  # type: ignore[no-untyped-call]
+
+    def forget_the_dead() -> None:
+        for name in glob.glob(os.path.join(path, "gauge_live*_*.db")):
+            found = re.search(r"_(\d+)\.db$", name)
+            if found and not _alive(int(found.group(1))):
+                multiprocess.mark_process_dead(int(found.group(1)), path)  # type: ignore[no-untyped-call]
+
+    return registry, forget_the_dead
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
