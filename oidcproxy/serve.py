@@ -68,7 +68,11 @@ def run(settings: Settings, announce: Callable[[str], None] = print) -> int:
     if settings.https_address:
         addresses.append(split_address(settings.https_address))
     if settings.oidc_type == "embedded":
-        print(warning_text(remote=settings.dev_idp_allow_remote), file=sys.stderr, flush=True)
+        warning = warning_text(remote=settings.dev_idp_allow_remote)
+        if settings.log_format == "json":  # every line on stderr one object, the banner too
+            logging.getLogger("oidcproxy").warning(warning)
+        else:
+            print(warning, file=sys.stderr, flush=True)
     count, why = settings.workers or (1 if settings.oidc_type == "embedded" else 0), ""
     if not count:
         count, why = default_workers()
@@ -116,7 +120,11 @@ def _serve(
     `where`: the HTTP address or bound socket first, then the HTTPS one with --https-address.
     """
     access_log = logging.getLogger("oidcproxy.access") if settings.request_logging else None
-    access_log_class, flush_access_log = batched_access_log()
+    access_log_class, flush_access_log = batched_access_log(
+        fmt=settings.log_format,
+        silence_ping=settings.silence_ping_logging,
+        exclude=settings.exclude_logging_path,
+    )
     tls = None
     if settings.https_address:  # read and checked before listening: a bad pair stops start-up
         tls = ServingTls(settings.tls_cert_file, settings.tls_key_file, settings.tls_min_version)

@@ -29,17 +29,19 @@ from oidcproxy.proxy.headers import (
     response_headers,
     upstream_headers,
 )
-from oidcproxy.proxy.routes import Router, upstream_url
+from oidcproxy.proxy.routes import Route, Router, upstream_url
 from oidcproxy.proxy.websocket import WebSocketTimeouts, connect, relay
 
-__all__ = ["UpstreamProxy", "View"]
+__all__ = ["UPSTREAM", "UpstreamProxy", "View"]
 
-# (scheme, host, X-Forwarded-For) to tell the upstream: what the request looked like to the browser.
-View = Callable[[web.Request], tuple[str, str, str]]
+# The route a request was sent to (for the access log): set before the upstream is called.
+UPSTREAM = web.RequestKey("upstream", Route)
+# (scheme, host, X-Forwarded-For, request id) to tell the upstream: the request as the browser made it.
+View = Callable[[web.Request], tuple[str, str, str, str]]
 
 
-def _direct_view(request: web.Request) -> tuple[str, str, str]:
-    return request.scheme, request.host, request.remote or ""
+def _direct_view(request: web.Request) -> tuple[str, str, str, str]:
+    return request.scheme, request.host, request.remote or "", ""
 
 
 class UpstreamProxy:
@@ -111,7 +113,8 @@ class UpstreamProxy:
         route = self.router.match(request.path)
         if route is None:
             raise NotFound(f"no --upstream serves {request.path}")
-        scheme, host, forwarded_for = self._view(request)
+        request[UPSTREAM] = route
+        scheme, host, forwarded_for, request_id = self._view(request)
         websocket = is_websocket_upgrade(request.headers)
         # Plain HTTP: the identity headers go out as bytes serialised once per session (below).
         headers = upstream_headers(
@@ -123,6 +126,7 @@ class UpstreamProxy:
             scheme=scheme,
             host=host,
             caches=self._caches,
+            request_id=request_id,
         )
         url = upstream_url(route.base, request.raw_path)
         if websocket:

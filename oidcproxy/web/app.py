@@ -64,6 +64,7 @@ from oidcproxy.web.appkeys import (
     PROXY,
     REDIS,
     REFRESHER,
+    REQUEST_ID,
     REVOKED,
     SESSIONS,
     SETTINGS,
@@ -212,12 +213,13 @@ def _edge(settings: Settings) -> Edge:
     )
 
 
-def _view(edge: Edge, request: web.Request) -> tuple[str, str, str]:
-    """What the upstream is told about the request: the browser's scheme and host, the client chain."""
+def _view(edge: Edge, request: web.Request) -> tuple[str, str, str, str]:
+    """What the upstream is told about the request: the browser's scheme and host, the client chain,
+    the request id."""
     peer = request.remote or ""
     ext = edge.external(request.headers, peer=peer, scheme=request.scheme, host=request.host)
     chain = request.headers.get("X-Forwarded-For", "") if ext.trusted else ""
-    return ext.scheme, ext.host, f"{chain}, {peer}" if chain else peer
+    return ext.scheme, ext.host, f"{chain}, {peer}" if chain else peer, request.get(REQUEST_ID, "")
 
 
 def _provider_config(settings: Settings) -> ProviderConfig:

@@ -22,6 +22,7 @@ from oidcproxy.errors import (
     LoginFailed,
     LogoutTokenRefused,
     NotAuthenticated,
+    ProxyError,
     RefreshRefused,
     RefreshSuperseded,
     SignOutFailed,
@@ -39,6 +40,7 @@ from oidcproxy.web.appkeys import (
     CLAIMS,
     CLOCK,
     EDGE,
+    IDENTITY,
     LOGIN,
     OIDC,
     POLICY,
@@ -50,6 +52,7 @@ from oidcproxy.web.appkeys import (
     SETTINGS,
     SIGN_OUT,
 )
+from oidcproxy.web.audit import audit
 from oidcproxy.web.middleware import page, pages, redirect, wants_html
 
 __all__ = [
@@ -118,13 +121,21 @@ async def start(request: web.Request) -> web.StreamResponse:
 
 
 async def callback(request: web.Request) -> web.StreamResponse:
+    try:
+        return await _callback(request)
+    except ProxyError as exc:
+        audit("sign_in_failed", request, reason=exc.detail or exc.public, error=type(exc).__name__)
+        raise
+
+
+async def _callback(request: web.Request) -> web.StreamResponse:
     app = request.app
     done = await app[LOGIN].finish(request.cookies, request.query)
     attempt = done.attempt
     tokens, claims = await app[OIDC].exchange(
         done.code, redirect_uri=attempt.redirect_uri, verifier=attempt.verifier, nonce=attempt.nonce
     )
-    identity = app[CLAIMS].identity(claims)
+    identity = request[IDENTITY] = app[CLAIMS].identity(claims)
     app[POLICY].require(identity)
     now = app[CLOCK]()
     session = Session(
@@ -135,7 +146,7 @@ async def callback(request: web.Request) -> web.StreamResponse:
         sid=_provider_sid(claims),
         signed_in_at=now,
     )
-    log.info("signed in: %s (sub %s)", identity.email or identity.user, identity.subject)
+    audit("sign_in", request)
     response = redirect(done.attempt.return_to)
     scheme = _scheme(request)
     apply_cookies(response, await app[SESSIONS].save(session, request.cookies), scheme=scheme)
@@ -157,7 +168,7 @@ async def sign_out(request: web.Request) -> web.StreamResponse:
     if session is not None:
         await _revoke(request, sid=session.sid)  # a copy of this cookie is refused from now on
         app[SIGN_OUT].revoke_later(session.tokens, at_provider=bool(endpoint))
-        log.info("signed out: %s (sub %s)", session.identity.email, session.identity.subject)
+    audit("sign_out", request, identity=session.identity if session else None, had_session=bool(session))
     rd = request.query.get("rd")
     if endpoint:
         response = redirect(_end_session(request, endpoint, session))
@@ -209,7 +220,7 @@ async def backchannel_logout(request: web.Request) -> web.StreamResponse:
         await _revoke(request, sid=done.sid)
     else:
         await _revoke(request, sub=done.sub)
-    log.info("back-channel logout: sid %s sub %s", done.sid or "-", done.sub or "-")
+    audit("session_revoked", request, reason="back-channel logout", sid=done.sid, revoked_sub=done.sub)
     return web.Response(status=200, headers={"Cache-Control": "no-store"})
 
 
@@ -295,8 +306,11 @@ async def auth(request: web.Request) -> web.StreamResponse:
         session = await _fresh(request, session)
     except NotAuthenticated:
         return _unauthenticated(request, original)
-    ident = session.identity
-    if not app[POLICY].evaluate(ident).allowed or not _query_allows(request, ident):
+    ident = request[IDENTITY] = session.identity
+    decision = app[POLICY].evaluate(ident)
+    if not decision.allowed or not _query_allows(request, ident):
+        reason = decision.reason if not decision.allowed else "allowed_groups/allowed_emails of the query"
+        audit("denied", request, reason=reason)
         return web.Response(status=403, headers={"Cache-Control": "no-store"})
     settings = app[SETTINGS]
     extra = auth_request_headers(
@@ -368,7 +382,12 @@ async def gate(request: web.Request) -> web.StreamResponse:
         identity, tokens, expires_at = session.identity, session.tokens, session.expires_at
     else:
         identity, tokens = await _bearer(request)
-    app[POLICY].require(identity)
+    request[IDENTITY] = identity
+    try:
+        app[POLICY].require(identity)
+    except Forbidden as exc:
+        audit("denied", request, reason=exc.detail)
+        raise
     alive = None if session is None else functools.partial(_alive, app[REVOKED], session)
     return await app[PROXY].handle(request, identity, tokens, expires_at=expires_at, alive=alive)
 
@@ -384,7 +403,9 @@ def _same_origin_websocket(request: web.Request) -> None:
     if origin is None or not is_websocket_upgrade(request.headers):
         return
     if not request.app[EDGE].origin_allowed(origin, _external(request)):
-        raise Forbidden(f"websocket from foreign Origin {origin[:100]!r}; add it with --whitelist-domain")
+        exc = Forbidden(f"websocket from foreign Origin {origin[:100]!r}; add it with --whitelist-domain")
+        audit("denied", request, reason=exc.detail)
+        raise exc
 
 
 async def _fresh(request: web.Request, session: Session) -> Session:
@@ -404,9 +425,10 @@ async def _fresh(request: web.Request, session: Session) -> Session:
     except (RefreshRefused, LoginFailed, Forbidden) as exc:
         # Refused, or new tokens that fail validation: the session ends and the person signs in again.
         request[SET_COOKIES] = await app[SESSIONS].clear(request.cookies)
+        reason = exc.error if isinstance(exc, RefreshRefused) else exc.detail
+        audit("refresh_failed", request, identity=session.identity, reason=reason)
         if isinstance(exc, Forbidden):
             raise
-        reason = exc.error if isinstance(exc, RefreshRefused) else exc.detail
         raise NotAuthenticated(f"session ended: refresh failed ({reason})") from exc
     if fresh is not session:
         request[SET_COOKIES] = await app[SESSIONS].save(fresh, request.cookies)
@@ -419,7 +441,11 @@ async def _bearer(request: web.Request) -> tuple[Identity, Tokens]:
     token = bearer_token(request.headers.get("Authorization", "")) if verifier else None
     if verifier is None or token is None:
         raise NotAuthenticated("no valid session cookie")
-    identity = request.app[CLAIMS].identity(await verifier.claims(token))
+    try:
+        identity = request.app[CLAIMS].identity(await verifier.claims(token))
+    except (NotAuthenticated, Forbidden, LoginFailed) as exc:
+        audit("bearer_refused", request, reason=exc.detail)
+        raise
     return identity, Tokens(id_token=token)
 
 
