@@ -20,7 +20,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Iterable
-from typing import IO, Any, ClassVar
+from typing import IO, ClassVar
 from urllib.parse import parse_qsl, urlencode
 
 from aiohttp.abc import AbstractAccessLogger
@@ -30,7 +30,7 @@ from aiohttp.web_response import StreamResponse
 from oidcproxy.proxy import UPSTREAM, Route
 from oidcproxy.web.appkeys import IDENTITY, REQUEST_ID
 from oidcproxy.web.audit import client_of
-from oidcproxy.web.logs import LogFormat, logfmt, now, stamp
+from oidcproxy.web.logs import LogFormat, now, stamp
 
 __all__ = ["BatchedAccessLogger", "batched_access_log", "redact_query"]
 
@@ -154,18 +154,18 @@ class BatchedAccessLogger(AbstractAccessLogger):
         query = redact_query(request.query_string)
         target = f"{request.path}?{query}" if query else request.path
         version = request.version
-        extra: dict[str, Any] = {"request_id": request.get(REQUEST_ID, ""), "host": request.host}
-        identity = request.get(IDENTITY)
-        if identity is not None:
-            extra["user"] = identity.user
-        route = request.get(UPSTREAM)
-        if route is not None:
-            extra["upstream"] = _origin(route)
-        return (
+        line = (
             f'{stamp(now())} INFO oidcproxy.access: {client_of(request)} "{request.method} {target} '
             f'HTTP/{version.major}.{version.minor}" {response.status} {response.body_length} '
-            f"{time * 1000:.1f}ms {logfmt(extra)}\n"
+            f"{time * 1000:.1f}ms request_id={request.get(REQUEST_ID, '')} host={_v(request.host)}"
         )
+        identity = request.get(IDENTITY)
+        if identity is not None:
+            line += f" user={_v(identity.user)}"
+        route = request.get(UPSTREAM)
+        if route is not None:
+            line += f" upstream={_origin(route)}"
+        return line + "\n"
 
     def _json(self, request: BaseRequest, response: StreamResponse, time: float) -> str:
         query = redact_query(request.query_string)
@@ -194,6 +194,11 @@ class BatchedAccessLogger(AbstractAccessLogger):
 # C: a JSON string literal for any str; ASCII-only, so a header's undecodable bytes (surrogates) cannot
 # make the write fail.
 _q = json.encoder.encode_basestring_ascii
+
+
+def _v(value: str) -> str:
+    """A `k=v` value, quoted when it is empty or holds a space or a quote (as logs.logfmt does)."""
+    return value if value and " " not in value and '"' not in value else _q(value)
 
 
 @functools.lru_cache(maxsize=64)
