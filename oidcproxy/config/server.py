@@ -120,6 +120,14 @@ class RuntimeOptions(BaseModel):
         "processes serving --http-address together (SO_REUSEPORT); 0: the container's CPU quota "
         "rounded up, else one per CPU, or 1 with --oidc-type embedded",
     )
+    shutdown_delay: Duration = option(
+        "5s",
+        "after SIGTERM, /ready answers 503 but new connections are still served this long, so the "
+        "ingress can notice before the listener closes (0s with --dev)",
+    )
+    shutdown_grace: Duration = option(
+        "15s", "then requests in flight get this long to finish; open WebSockets are closed with 1001"
+    )
 
     def problems(self) -> list[str]:
         out = []
@@ -130,6 +138,8 @@ class RuntimeOptions(BaseModel):
             for path in self.exclude_logging_path
             if not path.startswith("/")
         ]
+        if self.shutdown_delay < 0 or self.shutdown_grace < 0:
+            out.append("--shutdown-delay, --shutdown-grace: must be 0s or more, e.g. 5s and 15s")
         return out
 
 

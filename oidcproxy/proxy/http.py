@@ -30,7 +30,7 @@ from oidcproxy.proxy.headers import (
     upstream_headers,
 )
 from oidcproxy.proxy.routes import Route, Router, upstream_url
-from oidcproxy.proxy.websocket import WebSocketTimeouts, connect, relay
+from oidcproxy.proxy.websocket import Watchdog, WebSocketTimeouts, connect, relay
 
 __all__ = ["UPSTREAM", "UpstreamProxy", "View"]
 
@@ -76,6 +76,7 @@ class UpstreamProxy:
         )
         self._caches = HeaderCaches()
         self._closing: set[asyncio.Future[bool]] = set()  # WebSocket closes still being sent
+        self._open_sockets: set[Watchdog] = set()  # one per open WebSocket
         # Responses cut after their status line was sent, by who failed: "upstream" or "client".
         self.cut: collections.Counter[str] = collections.Counter()
 
@@ -93,6 +94,13 @@ class UpstreamProxy:
             max_field_size=self._max_field_size,
             max_line_size=self._max_field_size,
         )
+
+    def going_away(self) -> int:
+        """Shutdown: close every open WebSocket with 1001 both ways; answers how many were open."""
+        sockets = list(self._open_sockets)
+        for watchdog in sockets:
+            watchdog.going_away()
+        return len(sockets)
 
     async def close(self) -> None:
         await self._client.close()
@@ -132,7 +140,9 @@ class UpstreamProxy:
         if websocket:
             assert self._http is not None  # noqa: S101 - started by the app's cleanup context
             upstream = await connect(self._http, request, url, headers, self._ws)
-            return await relay(request, upstream, self._ws, self._clock, expires_at, self._closing, alive)
+            return await relay(
+                request, upstream, self._ws, self._clock, expires_at, self._closing, alive, self._open_sockets
+            )
         block = b""
         if identity is not None and tokens is not None:
             block = self._caches.identity.block(self.policy, identity, tokens)

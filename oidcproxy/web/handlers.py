@@ -39,6 +39,7 @@ from oidcproxy.web.appkeys import (
     BEARER,
     CLAIMS,
     CLOCK,
+    DRAINING,
     EDGE,
     IDENTITY,
     LOGIN,
@@ -361,6 +362,8 @@ async def ping(request: web.Request) -> web.StreamResponse:
 
 
 async def ready(request: web.Request) -> web.StreamResponse:
+    if request.app[DRAINING].is_set():  # SIGTERM: the ingress should stop sending new requests here
+        return web.Response(status=503, text="shutting down", headers={"Connection": "close"})
     try:
         await request.app[OIDC].metadata()
     except IdPUnavailable as exc:
