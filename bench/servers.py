@@ -351,6 +351,7 @@ Group www-data
             "--client-id", client_id, "--client-secret", client_secret,
             "--cookie-secret", "bench-cookie-secret-0123456789ab", "--cookie-secure=false",
             "--email-domain", "*", "--skip-provider-button",
+            "--shutdown-delay=0s",  # no ingress to tell: stop at once between setups
             *extra,
         ]  # fmt: skip
         return self.spawn(name, argv, port)

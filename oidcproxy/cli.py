@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import sys
 from collections.abc import Sequence
 
@@ -44,10 +43,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "check":
         print("oidcproxy: configuration is valid")
         return 0
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     from oidcproxy.serve import run
+    from oidcproxy.web.logs import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format)
 
     return run(settings, announce=lambda line: print(line, flush=True))
 

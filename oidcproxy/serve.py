@@ -11,7 +11,8 @@ when it dies and stops only after the workers drained: the coordination keeper. 
 whose certificate is reloaded when its files change. With --metrics-address the parent binds that
 address too; one process serves it beside the app, several workers write their values to files in a
 private directory under $TMPDIR (prometheus-client's multiprocess mode) and the keeper's process
-serves their sum. Only `run`, `_serve` and the metrics helpers import from oidcproxy (config,
+serves their sum. Each process drains on SIGTERM (`run_app`, `Drain`: README, Shutdown). Only `run`,
+`_serve`, `Drain` (web.appkeys.DRAINING) and the metrics helpers import from oidcproxy (config,
 coordination, idp's warning, web); the plumbing below them imports nothing from it.
 """
 
@@ -47,7 +48,7 @@ from oidcproxy.coordination import keeper_socket, remove_keeper_socket, serve_ke
 from oidcproxy.idp import warning_text
 from oidcproxy.web import base_url, build_app
 from oidcproxy.web.accesslog import batched_access_log
-from oidcproxy.web.appkeys import METRICS
+from oidcproxy.web.appkeys import DRAINING, METRICS
 from oidcproxy.web.metrics import scrape_registry, serve_metrics, use_multiprocess_dir
 from oidcproxy.web.tls import ServingTls
 
@@ -75,7 +76,11 @@ def run(settings: Settings, announce: Callable[[str], None] = print) -> int:
     if settings.https_address:
         addresses.append(split_address(settings.https_address))
     if settings.oidc_type == "embedded":
-        print(warning_text(remote=settings.dev_idp_allow_remote), file=sys.stderr, flush=True)
+        warning = warning_text(remote=settings.dev_idp_allow_remote)
+        if settings.log_format == "json":  # every line on stderr one object, the banner too
+            logging.getLogger("oidcproxy").warning(warning)
+        else:
+            print(warning, file=sys.stderr, flush=True)
     count, why = settings.workers or (1 if settings.oidc_type == "embedded" else 0), ""
     if not count:
         count, why = default_workers()
@@ -138,8 +143,16 @@ def _serve_workers(
         beside = None if metrics is None else functools.partial(_scrape_all, metrics, folder)
         companion = functools.partial(serve_keeper, keeper, new_event_loop, beside)
         host, port = addresses[0]
+        policy = WorkerPolicy(drain_s=settings.shutdown_delay + settings.shutdown_grace)
         return supervise(
-            host, port, count, serve, on_ready=listening, companion=companion, more=addresses[1:]
+            host,
+            port,
+            count,
+            serve,
+            policy=policy,
+            on_ready=listening,
+            companion=companion,
+            more=addresses[1:],
         )
     finally:
         remove_keeper_socket(keeper, path)
@@ -190,7 +203,11 @@ def _serve(
     `metrics`: this one process serves /metrics on that socket too.
     """
     access_log = logging.getLogger("oidcproxy.access") if settings.request_logging else None
-    access_log_class, flush_access_log = batched_access_log()
+    access_log_class, flush_access_log = batched_access_log(
+        fmt=settings.log_format,
+        silence_ping=settings.silence_ping_logging,
+        exclude=settings.exclude_logging_path,
+    )
     tls = None
     if settings.https_address:  # read and checked before listening: a bad pair stops start-up
         tls = ServingTls(settings.tls_cert_file, settings.tls_key_file, settings.tls_min_version)
@@ -204,9 +221,10 @@ def _serve(
             loop=new_event_loop(),
             listening=listening,
             tls=tls,
+            delay_s=settings.shutdown_delay,
             access_log=access_log,
             access_log_class=access_log_class,
-            shutdown_timeout=WorkerPolicy().drain_s,
+            shutdown_timeout=settings.shutdown_grace,
         )
         flush_access_log()
 
@@ -232,60 +250,107 @@ def run_app(
     loop: asyncio.AbstractEventLoop,
     listening: Callable[[str], None] | None,
     tls: ServingTls | None = None,
+    delay_s: float = 0.0,
     **runner_args: Any,
 ) -> None:
-    """aiohttp's web.run_app, with a TLS context per site (it has one for all) and the certificate
-    poller; until SIGTERM/SIGINT, then the graceful drain."""
+    """aiohttp's web.run_app, with a TLS context per site (it has one for all), the certificate poller,
+    and our own signal handling (`Drain`): serve until SIGTERM or SIGINT, then drain (README: Shutdown):
+
+    1. /ready answers 503 at once (and each answer closes its keep-alive connection);
+    2. after SIGTERM, new connections are still served for `delay_s` (--shutdown-delay), so the
+       ingress notices; SIGINT (Ctrl-C) skips the delay, and a SIGINT during it ends it;
+    3. the listeners close; open WebSockets get 1001; requests in flight get `shutdown_timeout`
+       (--shutdown-grace);
+    4. the app's resources are released and the process exits 0.
+
+    aiohttp's own handler raised GracefulExit into the loop again on a second SIGTERM (a process-group
+    signal and the supervisor's both reach a worker), interrupting the drain with a traceback.
+    """
 
     async def main() -> None:
-        runner = web.AppRunner(app, handle_signals=True, keepalive_timeout=75.0, **runner_args)
+        runner = web.AppRunner(app, handle_signals=False, keepalive_timeout=75.0, **runner_args)
         await runner.setup()
+        drain = Drain()
         poller = None
         try:
             for site in sites(runner):
                 await site.start()
+            drain.listen()
             if tls is not None:
                 poller = asyncio.create_task(tls.keep_fresh(), name="tls-reload")
             if listening is not None:
                 listening(", ".join(sorted(str(site.name) for site in runner.sites)))
-            await asyncio.Event().wait()  # until cancelled: SIGTERM raises GracefulExit in the loop
+            await drain.until_stopped(app, delay_s)
         finally:
+            drain.forget()
             if poller is not None:
                 poller.cancel()
             await runner.cleanup()
 
     asyncio.set_event_loop(loop)
-    task = loop.create_task(main())
     try:
-        loop.run_until_complete(task)
-    except (web.GracefulExit, KeyboardInterrupt):
-        pass
+        loop.run_until_complete(main())
     finally:
-        try:
-            if not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    loop.run_until_complete(task)
-        finally:
-            _cancel_all(loop)
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
-            asyncio.set_event_loop(None)
+        _close_loop(loop)
+        asyncio.set_event_loop(None)
 
 
-def _cancel_all(loop: asyncio.AbstractEventLoop) -> None:
-    tasks = asyncio.all_tasks(loop)
-    for task in tasks:
-        task.cancel()
-    if tasks:
-        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+class Drain:
+    """The first SIGTERM/SIGINT starts the drain; a later SIGINT cuts the delay short; more SIGTERMs
+    (a process-group signal and the supervisor's own both reach a worker) change nothing."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.first: asyncio.Future[int] = self._loop.create_future()
+        self.hurry = asyncio.Event()
+
+    async def until_stopped(self, app: web.Application, delay_s: float) -> None:
+        """Wait for the first signal, mark the app as draining, then wait out the delay (SIGTERM)."""
+        signum = await self.first
+        app[DRAINING].set()
+        delay = delay_s if signum == signal.SIGTERM else 0.0
+        log.info(
+            "%s: /ready answers 503; serving %gs more (--shutdown-delay), then draining",
+            signal.Signals(signum).name,
+            delay,
+        )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.hurry.wait(), delay)
+
+    def listen(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._loop.add_signal_handler(sig, self._got, sig)
+
+    def forget(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._loop.remove_signal_handler(sig)
+
+    def _got(self, signum: int) -> None:
+        if not self.first.done():
+            self.first.set_result(signum)
+        elif signum == signal.SIGINT:
+            self.hurry.set()
+
+
+def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """What run_app does after its app: cancel what is left, finish async generators, close."""
+    try:
+        tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.run_until_complete(loop.shutdown_default_executor())
+    finally:
+        loop.close()
 
 
 @dataclass(frozen=True, slots=True)
 class WorkerPolicy:
     """How the parent treats its workers."""
 
-    drain_s: float = 15.0  # how long a worker may drain after SIGTERM before it is killed
+    drain_s: float = 20.0  # how long a worker may drain after SIGTERM (--shutdown-delay + -grace)
     min_uptime_s: float = 2.0  # a worker that dies sooner counts as failing to start
     max_quick_deaths: int = 5  # that many quick deaths in a row: give up rather than crash-loop
 
@@ -465,6 +530,11 @@ class _Supervisor:
     def _companion_child(self) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when it stops
+        # Out of the process group too: a SIGTERM to the whole group (`kill -TERM -PGID`, some init
+        # systems) must not stop the keeper while the workers still drain and need it. The parent's
+        # own SIGTERM, sent after they exited, and PR_SET_PDEATHSIG still reach it.
+        with contextlib.suppress(OSError):
+            os.setpgid(0, 0)
         _die_with_parent(self._parent)
         _name_process(b"oidcproxy-state")
         for sock in self._reserved:

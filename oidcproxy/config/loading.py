@@ -69,6 +69,7 @@ def _dev_defaults(*sources: Mapping[str, Any]) -> dict[str, Any]:
         "cookie_secret": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
         "email_domain": ["*"],
         "provider_display_name": "the development provider",
+        "shutdown_delay": 0.0,  # no ingress to tell: Ctrl-C or SIGTERM stops at once
     }
     return {k: v for k, v in demo.items() if not given(k)}
 

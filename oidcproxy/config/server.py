@@ -103,10 +103,18 @@ class ServerOptions(BaseModel):
 
 
 class RuntimeOptions(BaseModel):
-    """Logging, metrics and the worker processes."""
+    """Logging, metrics, the worker processes and how they stop."""
 
     log_level: Literal["debug", "info", "warning", "error"] = option("info", "log level")
+    log_format: Literal["text", "json"] = option(
+        "text", "text, or json: one object a line with request_id, user, client... (README: Logs)"
+    )
     request_logging: bool = option(True, "log one line per request (batched, written off the event loop)")
+    silence_ping_logging: bool = option(False, "leave /ping and /ready out of the request log")
+    exclude_logging_path: StrList = option(
+        help="path left out of the request log, repeatable (exact match, e.g. /healthz)",
+        default_factory=list,
+    )
     workers: int = option(
         0,
         "processes serving --http-address together (SO_REUSEPORT); 0: the container's CPU quota "
@@ -125,11 +133,27 @@ class RuntimeOptions(BaseModel):
         if value:
             split_address(value)
         return value
+    shutdown_delay: Duration = option(
+        "5s",
+        "after SIGTERM, /ready answers 503 but new connections are still served this long, so the "
+        "ingress can notice before the listener closes (0s with --dev)",
+    )
+    shutdown_grace: Duration = option(
+        "15s", "then requests in flight get this long to finish; open WebSockets are closed with 1001"
+    )
 
     def problems(self) -> list[str]:
+        out = []
         if self.workers < 0:
-            return ["--workers: must be 0 (one per CPU) or more"]
-        return []
+            out.append("--workers: must be 0 (one per CPU) or more")
+        out += [
+            f"--exclude-logging-path: {path!r} is not a path; write it as /healthz"
+            for path in self.exclude_logging_path
+            if not path.startswith("/")
+        ]
+        if self.shutdown_delay < 0 or self.shutdown_grace < 0:
+            out.append("--shutdown-delay, --shutdown-grace: must be 0s or more, e.g. 5s and 15s")
+        return out
 
 
 def _pair_problems(cert: tuple[str, str], key: tuple[str, str]) -> list[str]:

@@ -27,7 +27,7 @@ from oidcproxy.proxy.headers import (
     strip_cookies,
     upstream_headers,
 )
-from oidcproxy.proxy.http import ProxyObserver, UpstreamProxy, View
+from oidcproxy.proxy.http import UPSTREAM, ProxyObserver, UpstreamProxy, View
 from oidcproxy.proxy.routes import Route, Router, upstream_url
 from oidcproxy.proxy.tls import UpstreamTls
 from oidcproxy.proxy.websocket import WebSocketTimeouts
@@ -35,6 +35,7 @@ from oidcproxy.proxy.websocket import WebSocketTimeouts
 __all__ = [
     "HOP_BY_HOP",
     "OWNED_HEADERS",
+    "UPSTREAM",
     "Bearer",
     "HeaderCaches",
     "HeaderPolicy",

@@ -50,8 +50,17 @@ HOP_BY_HOP = frozenset(
     }
 )
 # Headers the proxy owns: what it sets itself, so a client's copy must never reach the upstream.
+# X-Request-Id is ours too: the middleware keeps a trusted proxy's id and makes one for anyone else.
 _FORWARDING = frozenset(
-    {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port", "forwarded", "x-real-ip"}
+    {
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-forwarded-port",
+        "forwarded",
+        "x-real-ip",
+        "x-request-id",
+    }
 )
 _IDENTITY = frozenset(
     {
@@ -182,8 +191,10 @@ def upstream_headers(
     scheme: str,
     host: str,
     caches: HeaderCaches | None = None,
+    request_id: str = "",
 ) -> CIMultiDict[str]:
-    """What the upstream is sent: the client's headers less anything it must not decide.
+    """What the upstream is sent: the client's headers less anything it must not decide, and our
+    forwarding headers (with the request's id, so the upstream's logs can be joined to ours).
 
     With `caches` (the app's, see HeaderCaches) the work a steady session repeats is done once.
     """
@@ -211,6 +222,8 @@ def upstream_headers(
         out.add(key, value)
     # `peer` is the whole X-Forwarded-For chain when the client is a trusted proxy, else its address.
     out.update({"X-Forwarded-For": peer, "X-Forwarded-Proto": scheme, "X-Forwarded-Host": host})
+    if request_id:
+        out["X-Request-Id"] = request_id
     if identity is not None and tokens is not None:
         if caches is None:
             out.extend(policy.identity_headers(identity, tokens))

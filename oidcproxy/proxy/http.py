@@ -32,13 +32,15 @@ from oidcproxy.proxy.headers import (
     response_headers,
     upstream_headers,
 )
-from oidcproxy.proxy.routes import Router, upstream_url
-from oidcproxy.proxy.websocket import WebSocketTimeouts, connect, relay
+from oidcproxy.proxy.routes import Route, Router, upstream_url
+from oidcproxy.proxy.websocket import Watchdog, WebSocketTimeouts, connect, relay
 
-__all__ = ["ProxyObserver", "UpstreamProxy", "View"]
+__all__ = ["UPSTREAM", "ProxyObserver", "UpstreamProxy", "View"]
 
-# (scheme, host, X-Forwarded-For) to tell the upstream: what the request looked like to the browser.
-View = Callable[[web.Request], tuple[str, str, str]]
+# The route a request was sent to (for the access log): set before the upstream is called.
+UPSTREAM = web.RequestKey("upstream", Route)
+# (scheme, host, X-Forwarded-For, request id) to tell the upstream: the request as the browser made it.
+View = Callable[[web.Request], tuple[str, str, str, str]]
 
 
 class ProxyObserver(Protocol):
@@ -65,8 +67,8 @@ class _Unobserved:
         pass
 
 
-def _direct_view(request: web.Request) -> tuple[str, str, str]:
-    return request.scheme, request.host, request.remote or ""
+def _direct_view(request: web.Request) -> tuple[str, str, str, str]:
+    return request.scheme, request.host, request.remote or "", ""
 
 
 class UpstreamProxy:
@@ -103,6 +105,7 @@ class UpstreamProxy:
         )
         self._caches = HeaderCaches()
         self._closing: set[asyncio.Future[bool]] = set()  # WebSocket closes still being sent
+        self._open_sockets: set[Watchdog] = set()  # one per open WebSocket
         # Responses cut after their status line was sent, by who failed: "upstream" or "client".
         self.cut: collections.Counter[str] = collections.Counter()
 
@@ -120,6 +123,13 @@ class UpstreamProxy:
             max_field_size=self._max_field_size,
             max_line_size=self._max_field_size,
         )
+
+    def going_away(self) -> int:
+        """Shutdown: close every open WebSocket with 1001 both ways; answers how many were open."""
+        sockets = list(self._open_sockets)
+        for watchdog in sockets:
+            watchdog.going_away()
+        return len(sockets)
 
     async def close(self) -> None:
         await self._client.close()
@@ -140,7 +150,8 @@ class UpstreamProxy:
         route = self.router.match(request.path)
         if route is None:
             raise NotFound(f"no --upstream serves {request.path}")
-        scheme, host, forwarded_for = self._view(request)
+        request[UPSTREAM] = route
+        scheme, host, forwarded_for, request_id = self._view(request)
         websocket = is_websocket_upgrade(request.headers)
         # Plain HTTP: the identity headers go out as bytes serialised once per session (below).
         headers = upstream_headers(
@@ -152,6 +163,7 @@ class UpstreamProxy:
             scheme=scheme,
             host=host,
             caches=self._caches,
+            request_id=request_id,
         )
         url = upstream_url(route.base, request.raw_path)
         if websocket:
@@ -159,7 +171,9 @@ class UpstreamProxy:
             upstream = await connect(self._http, request, url, headers, self._ws)
             self._observer.websockets_open(1)
             try:
-                return await relay(request, upstream, self._ws, self._clock, expires_at, self._closing, alive)
+                return await relay(
+                    request, upstream, self._ws, self._clock, expires_at, self._closing, alive, self._open_sockets
+                )
             finally:
                 self._observer.websockets_open(-1)
         block = b""

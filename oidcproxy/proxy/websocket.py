@@ -1,8 +1,9 @@
 """The WebSocket relay: the upstream handshake, a pump each way, and a watchdog per socket.
 
 Messages are copied one at a time with back-pressure both ways; pings, pongs and close codes pass
-through. The watchdog closes both sides when the session behind the socket ends or is revoked (1008)
-or it sat idle (1001). Uses aiohttp (web and client WebSockets); imports errors and model.
+through. The watchdog closes both sides when the session behind the socket ends or is revoked (1008),
+it sat idle (1001) or the server shuts down (1001, `UpstreamProxy.going_away`). Uses aiohttp (web and
+client WebSockets); imports errors and model.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from oidcproxy.errors import UpstreamTimeout, UpstreamTlsFailed, UpstreamUnavail
 from oidcproxy.model import Clock
 from oidcproxy.proxy.tls import describe_tls_failure
 
-__all__ = ["POLICY_VIOLATION", "WebSocketTimeouts", "connect", "relay"]
+__all__ = ["GOING_AWAY", "POLICY_VIOLATION", "WebSocketTimeouts", "Watchdog", "connect", "relay"]
 
 log = logging.getLogger("oidcproxy.upstream")
 
@@ -32,6 +33,7 @@ _WS_HANDSHAKE = frozenset(
 # Close codes an endpoint may send (RFC 6455 7.4.1-7.4.2); 1005/1006/1015 only ever describe a close.
 _SENDABLE = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
 POLICY_VIOLATION = 1008
+GOING_AWAY = 1001
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,10 +85,12 @@ async def relay(
     expires_at: float | None,
     closing: set[asyncio.Future[bool]],
     alive: Callable[[], bool] | None = None,
+    open_sockets: set[Watchdog] | None = None,
 ) -> web.StreamResponse:
     """Answer the browser's upgrade and pump both ways until either side closes or the watchdog ends it.
 
-    `closing` (the proxy's) holds each close still being sent, so a cancelled pump does not drop it.
+    `closing` (the proxy's) holds each close still being sent, so a cancelled pump does not drop it;
+    `open_sockets` (the proxy's) holds the watchdog of each open socket, for `going_away` at shutdown.
     """
     # autoping off both ways: pings and pongs are the endpoints' to answer, so they pass through.
     client = web.WebSocketResponse(
@@ -100,10 +104,13 @@ async def relay(
                 group.create_task(_pump(client, upstream, activity, closing), name="ws-client-to-upstream"),
                 group.create_task(_pump(upstream, client, activity, closing), name="ws-upstream-to-client"),
             ]
-            watch = _Watchdog(timeouts, clock, group, client, upstream, activity, expires_at, alive)
+            watch = Watchdog(timeouts, clock, group, client, upstream, activity, expires_at, alive)
+            live = open_sockets if open_sockets is not None else set()
+            live.add(watch)
             try:
                 await asyncio.wait(pumps)
             finally:
+                live.discard(watch)
                 watch.cancel()  # if it is closing both sides, that task is the group's: it finishes
     finally:
         await upstream.close()
@@ -111,9 +118,9 @@ async def relay(
     return client
 
 
-class _Watchdog:
+class Watchdog:
     """Closes both sides when the session behind the socket ends or `alive()` says it was revoked
-    (1008), or when it sat idle (1001).
+    (1008), when it sat idle (1001), or when the server is going away (`going_away`, 1001).
 
     A timer callback rather than a task per socket: 10,000 idle WebSockets held 10,000 sleeping tasks.
     Only when it fires for good does it start a task (in the socket's TaskGroup) to close both sides.
@@ -171,6 +178,12 @@ class _Watchdog:
             self._end(1001, b"idle timeout")
         else:
             self._arm()
+
+    def going_away(self) -> None:
+        """The server is shutting down: both sides get 1001 (RFC 6455 7.4.1), as browsers expect."""
+        if not self._activity.ending:
+            self.cancel()
+            self._end(GOING_AWAY, b"server shutting down")
 
     def _end(self, code: int, why: bytes) -> None:
         self._activity.ending = True

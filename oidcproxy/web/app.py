@@ -55,6 +55,7 @@ from oidcproxy.web.appkeys import (
     BEARER,
     CLAIMS,
     CLOCK,
+    DRAINING,
     EDGE,
     EMBEDDED_IDP,
     LOGIN,
@@ -65,6 +66,7 @@ from oidcproxy.web.appkeys import (
     PROXY,
     REDIS,
     REFRESHER,
+    REQUEST_ID,
     REVOKED,
     SESSIONS,
     SETTINGS,
@@ -113,6 +115,7 @@ def build_app(
         max_age=int(settings.cookie_expire),
     )
     app[SETTINGS] = settings
+    app[DRAINING] = asyncio.Event()
     app[CLOCK] = clock
     app[PAGES] = PageCache()
     app[SESSIONS] = _session_store(app, settings, keys, cookie_policy, clock)
@@ -140,6 +143,8 @@ def build_app(
     app[CLAIMS] = _claim_mapping(settings, provider.issuer)
     app.on_response_prepare.append(handlers.stashed_cookies)
     app.on_response_prepare.append(remember_started)
+    app.on_response_prepare.append(_close_when_draining)
+    app.on_shutdown.append(_websockets_going_away)
     app.cleanup_ctx.append(_shared_ctx)
     seal = SessionCodec(keys, cookie_policy.name)
     app.cleanup_ctx.append(functools.partial(_oidc_ctx, config=provider, seal=seal))
@@ -209,6 +214,23 @@ async def _close_redis(client: RedisClient) -> None:
     await client.aclose()
 
 
+async def _close_when_draining(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: while draining, each answer closes its connection, so a keep-alive client
+    opens its next one where the ingress now sends it (RFC 9112 9.6)."""
+    draining = request.config_dict.get(DRAINING)  # request.app is /dev-idp's for its pages
+    if draining is not None and draining.is_set():
+        response.force_close()
+
+
+async def _websockets_going_away(app: web.Application) -> None:
+    """on_shutdown (the listener has closed): open WebSockets get 1001 instead of being cut at the end
+    of the grace period."""
+    if PROXY in app:
+        count = app[PROXY].going_away()
+        if count:
+            log.info("closing %d websocket(s) with 1001: shutting down", count)
+
+
 def _edge(settings: Settings) -> Edge:
     return Edge.build(
         reverse_proxy=settings.reverse_proxy,
@@ -221,12 +243,13 @@ def _edge(settings: Settings) -> Edge:
     )
 
 
-def _view(edge: Edge, request: web.Request) -> tuple[str, str, str]:
-    """What the upstream is told about the request: the browser's scheme and host, the client chain."""
+def _view(edge: Edge, request: web.Request) -> tuple[str, str, str, str]:
+    """What the upstream is told about the request: the browser's scheme and host, the client chain,
+    the request id."""
     peer = request.remote or ""
     ext = edge.external(request.headers, peer=peer, scheme=request.scheme, host=request.host)
     chain = request.headers.get("X-Forwarded-For", "") if ext.trusted else ""
-    return ext.scheme, ext.host, f"{chain}, {peer}" if chain else peer
+    return ext.scheme, ext.host, f"{chain}, {peer}" if chain else peer, request.get(REQUEST_ID, "")
 
 
 def _provider_config(settings: Settings) -> ProviderConfig:

@@ -3,6 +3,8 @@ whose objects the app holds (sessions, coordination, oidc, proxy, the pure decis
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
 from oidcproxy.authz import Policy
@@ -11,9 +13,9 @@ from oidcproxy.coordination import Revocations, SharedState
 from oidcproxy.forwarded import Edge
 from oidcproxy.idp import DevIdP
 from oidcproxy.login import LoginFlow
-from oidcproxy.model import Clock
+from oidcproxy.model import Clock, Identity
 from oidcproxy.oidc import BearerVerifier, ClaimMapping, OIDCClient, Refresher, SignOut
-from oidcproxy.proxy import UpstreamProxy
+from oidcproxy.proxy import UPSTREAM, UpstreamProxy
 from oidcproxy.redisconn import RedisClient
 from oidcproxy.sessions.cookies import SetCookie
 from oidcproxy.sessions.store import SessionStore
@@ -24,8 +26,10 @@ __all__ = [
     "BEARER",
     "CLAIMS",
     "CLOCK",
+    "DRAINING",
     "EDGE",
     "EMBEDDED_IDP",
+    "IDENTITY",
     "LOGIN",
     "METRICS",
     "OIDC",
@@ -42,6 +46,7 @@ __all__ = [
     "SIGN_OUT",
     "SET_COOKIES",
     "STARTED",
+    "UPSTREAM",
 ]
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -65,8 +70,12 @@ SHARED: web.AppKey[SharedState] = web.AppKey("shared")
 REVOKED = web.AppKey("revoked", Revocations)
 SIGN_OUT = web.AppKey("sign_out", SignOut)
 EMBEDDED_IDP = web.AppKey("embedded_idp", DevIdP)  # only with --oidc-type embedded
+# Set on SIGTERM (serve.py): /ready answers 503 from then on, so the ingress stops sending new requests.
+DRAINING = web.AppKey("draining", asyncio.Event)
 
 REQUEST_ID = web.RequestKey("request_id", str)
+# Who the request was let through as (the session's or the bearer token's), for the logs.
+IDENTITY = web.RequestKey("identity", Identity)
 # Cookies for whatever response this request ends with (a refreshed or ended session), set when it
 # is prepared: the proxied response streams, so the handler cannot add them afterwards.
 SET_COOKIES: web.RequestKey[list[SetCookie]] = web.RequestKey("set_cookies")

@@ -24,6 +24,7 @@ from oidcproxy.errors import (
     LoginFailed,
     LogoutTokenRefused,
     NotAuthenticated,
+    ProxyError,
     RefreshRefused,
     RefreshSuperseded,
     SignOutFailed,
@@ -42,7 +43,9 @@ from oidcproxy.web.appkeys import (
     BEARER,
     CLAIMS,
     CLOCK,
+    DRAINING,
     EDGE,
+    IDENTITY,
     LOGIN,
     METRICS,
     OIDC,
@@ -55,6 +58,7 @@ from oidcproxy.web.appkeys import (
     SETTINGS,
     SIGN_OUT,
 )
+from oidcproxy.web.audit import audit
 from oidcproxy.web.middleware import page, pages, redirect, wants_html
 
 __all__ = [
@@ -126,6 +130,14 @@ async def start(request: web.Request) -> web.StreamResponse:
 
 
 async def callback(request: web.Request) -> web.StreamResponse:
+    try:
+        return await _callback(request)
+    except ProxyError as exc:
+        audit("sign_in_failed", request, reason=exc.detail or exc.public, error=type(exc).__name__)
+        raise
+
+
+async def _callback(request: web.Request) -> web.StreamResponse:
     app = request.app
     failed = app[METRICS].login_failed
     try:
@@ -169,7 +181,7 @@ async def _signed_in(request: web.Request, done: Callback) -> web.StreamResponse
     tokens, claims = await app[OIDC].exchange(
         done.code, redirect_uri=attempt.redirect_uri, verifier=attempt.verifier, nonce=attempt.nonce
     )
-    identity = app[CLAIMS].identity(claims)
+    identity = request[IDENTITY] = app[CLAIMS].identity(claims)
     app[POLICY].require(identity)
     now = app[CLOCK]()
     session = Session(
@@ -180,7 +192,7 @@ async def _signed_in(request: web.Request, done: Callback) -> web.StreamResponse
         sid=_provider_sid(claims),
         signed_in_at=now,
     )
-    log.info("signed in: %s (sub %s)", identity.email or identity.user, identity.subject)
+    audit("sign_in", request)
     response = redirect(done.attempt.return_to)
     scheme = _scheme(request)
     apply_cookies(response, await _save(request, session), scheme=scheme)
@@ -202,7 +214,7 @@ async def sign_out(request: web.Request) -> web.StreamResponse:
     if session is not None:
         await _revoke(request, sid=session.sid)  # a copy of this cookie is refused from now on
         app[SIGN_OUT].revoke_later(session.tokens, at_provider=bool(endpoint))
-        log.info("signed out: %s (sub %s)", session.identity.email, session.identity.subject)
+    audit("sign_out", request, identity=session.identity if session else None, had_session=bool(session))
     rd = request.query.get("rd")
     if endpoint:
         response = redirect(_end_session(request, endpoint, session))
@@ -254,7 +266,7 @@ async def backchannel_logout(request: web.Request) -> web.StreamResponse:
         await _revoke(request, sid=done.sid)
     else:
         await _revoke(request, sub=done.sub)
-    log.info("back-channel logout: sid %s sub %s", done.sid or "-", done.sub or "-")
+    audit("session_revoked", request, reason="back-channel logout", sid=done.sid, revoked_sub=done.sub)
     return web.Response(status=200, headers={"Cache-Control": "no-store"})
 
 
@@ -369,8 +381,11 @@ async def auth(request: web.Request) -> web.StreamResponse:
     except NotAuthenticated:
         seen.unauthenticated.inc()
         return _unauthenticated(request, original)
-    ident = session.identity
-    if not app[POLICY].evaluate(ident).allowed or not _query_allows(request, ident):
+    ident = request[IDENTITY] = session.identity
+    decision = app[POLICY].evaluate(ident)
+    if not decision.allowed or not _query_allows(request, ident):
+        reason = decision.reason if not decision.allowed else "allowed_groups/allowed_emails of the query"
+        audit("denied", request, reason=reason)
         seen.forbidden.inc()
         return web.Response(status=403, headers={"Cache-Control": "no-store"})
     seen.cookie.inc()
@@ -423,6 +438,8 @@ async def ping(request: web.Request) -> web.StreamResponse:
 
 
 async def ready(request: web.Request) -> web.StreamResponse:
+    if request.app[DRAINING].is_set():  # SIGTERM: the ingress should stop sending new requests here
+        return web.Response(status=503, text="shutting down", headers={"Connection": "close"})
     try:
         await request.app[OIDC].metadata()
     except IdPUnavailable as exc:
@@ -447,12 +464,15 @@ async def gate(request: web.Request) -> web.StreamResponse:
             identity, tokens, expires_at = session.identity, session.tokens, session.expires_at
         else:
             identity, tokens = await _bearer(request)
+        request[IDENTITY] = identity
         app[POLICY].require(identity)
     except NotAuthenticated:
         seen.unauthenticated.inc()
         raise
-    except Forbidden:
+    except Forbidden as exc:
         seen.forbidden.inc()
+        if IDENTITY in request:
+            audit("denied", request, reason=exc.detail)
         raise
     (seen.cookie if session is not None else seen.bearer).inc()
     alive = None if session is None else functools.partial(_alive, app[REVOKED], session)
@@ -470,7 +490,9 @@ def _same_origin_websocket(request: web.Request) -> None:
     if origin is None or not is_websocket_upgrade(request.headers):
         return
     if not request.app[EDGE].origin_allowed(origin, _external(request)):
-        raise Forbidden(f"websocket from foreign Origin {origin[:100]!r}; add it with --whitelist-domain")
+        exc = Forbidden(f"websocket from foreign Origin {origin[:100]!r}; add it with --whitelist-domain")
+        audit("denied", request, reason=exc.detail)
+        raise exc
 
 
 async def _fresh(request: web.Request, session: Session) -> Session:
@@ -493,9 +515,10 @@ async def _fresh(request: web.Request, session: Session) -> Session:
         # Refused, or new tokens that fail validation: the session ends and the person signs in again.
         counted.fatal.inc()
         request[SET_COOKIES] = await _clear(request)
+        reason = exc.error if isinstance(exc, RefreshRefused) else exc.detail
+        audit("refresh_failed", request, identity=session.identity, reason=reason)
         if isinstance(exc, Forbidden):
             raise
-        reason = exc.error if isinstance(exc, RefreshRefused) else exc.detail
         raise NotAuthenticated(f"session ended: refresh failed ({reason})") from exc
     except Exception:
         counted.transient.inc()
@@ -514,7 +537,11 @@ async def _bearer(request: web.Request) -> tuple[Identity, Tokens]:
     token = bearer_token(request.headers.get("Authorization", "")) if verifier else None
     if verifier is None or token is None:
         raise NotAuthenticated("no valid session cookie")
-    identity = request.app[CLAIMS].identity(await verifier.claims(token))
+    try:
+        identity = request.app[CLAIMS].identity(await verifier.claims(token))
+    except (NotAuthenticated, Forbidden, LoginFailed) as exc:
+        audit("bearer_refused", request, reason=exc.detail)
+        raise
     return identity, Tokens(id_token=token)
 
 

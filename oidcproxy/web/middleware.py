@@ -4,7 +4,7 @@ A NotAuthenticated on a browser navigation becomes a redirect to sign in; API cl
 An error after a response has started (see `remember_started`) is never rendered: the connection is cut.
 Details go to the log with the request id, never to the page (unless --show-debug-on-error).
 `pages(request)` gives the rendered-page maker for the app's settings, loaded once off the event loop.
-Imports appkeys, pages, config, errors and forwarded.
+Imports appkeys, logs, pages, config, errors and forwarded.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from oidcproxy.errors import (
 )
 from oidcproxy.forwarded import target_form
 from oidcproxy.web.appkeys import EDGE, PAGES, REQUEST_ID, SETTINGS, STARTED
+from oidcproxy.web.logs import REQUEST_ID as REQUEST_ID_VAR
 from oidcproxy.web.pages import PageOptions, Pages
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "pages",
     "redirect",
     "remember_started",
+    "request_id",
     "wants_html",
 ]
 
@@ -87,10 +89,30 @@ async def load_pages(app: web.Application) -> Pages:
 
 @web.middleware
 async def errors_and_ids(request: web.Request, handler: Handler) -> web.StreamResponse:
-    rid = request.headers.get("X-Request-Id", "")
-    if not (0 < len(rid) <= 64 and rid.replace("-", "").isalnum()):
-        rid = secrets.token_hex(8)
+    rid = request_id(request)
     request[REQUEST_ID] = rid
+    token = REQUEST_ID_VAR.set(rid)  # every log record made while handling this carries it
+    try:
+        return await _handle(request, handler, rid)
+    finally:
+        REQUEST_ID_VAR.reset(token)
+
+
+def request_id(request: web.Request) -> str:
+    """The request's id: a trusted proxy's X-Request-Id (NGINX ingress sets one), else a new one.
+
+    A client's own X-Request-Id is not taken: it would let anyone write what they like into our logs
+    and the upstream's under the id of another request. Well-formed means 1-64 letters, digits and `-`.
+    """
+    sent = request.headers.get("X-Request-Id", "")
+    if sent and len(sent) <= 64 and sent.replace("-", "").isalnum() and sent.isascii():
+        edge = request.app.get(EDGE)
+        if edge is not None and edge.trusts(request.remote or ""):
+            return sent
+    return secrets.token_hex(8)
+
+
+async def _handle(request: web.Request, handler: Handler, rid: str) -> web.StreamResponse:
     try:
         _origin_form(request)
         return await handler(request)

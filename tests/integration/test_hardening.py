@@ -36,6 +36,7 @@ FORGED = [
     ("X-Auth-Request-Anything", "forged"),
     ("X_Forwarded_For", "6.6.6.6"),
     ("X_Real_IP", "6.6.6.6"),
+    ("X_Request_Id", "forged"),
     ("Authorization_", "ignored"),  # not a name we own: passes
     ("X_Custom_Header", "kept"),  # underscores alone are fine: only our names are stripped
 ]
@@ -70,7 +71,13 @@ async def test_forged_identity_headers_in_any_spelling_never_reach_the_upstream(
 
     # The same on a skip-auth route, where nobody is signed in: none of our names at all but ours.
     anonymous = await (await browser.get(proxy.make_url("/public/x"), headers=sent)).json()
-    assert {k for k, _ in _owned(anonymous)} == {"x-forwarded-for", "x-forwarded-host", "x-forwarded-proto"}
+    assert {k for k, _ in _owned(anonymous)} == {
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+        "x-request-id",  # ours: a client's id is not taken (README: Logs)
+    }
+    assert "forged" not in json.dumps(_owned(anonymous))
     assert "6.6.6.6" not in json.dumps(_owned(anonymous))
 
 

@@ -8,9 +8,11 @@ through IdPTap (a counting reverse proxy), so the test sees how many refreshes t
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import aiohttp
+import pytest
 
 from oidcproxy.model import FakeClock, system_clock
 from tests.support.oidcflow import IdPTap, sign_in
@@ -93,8 +95,9 @@ async def test_cookie_refresh_refreshes_by_session_age(
 
 
 async def test_transient_failure_keeps_the_session_fatal_one_ends_it(
-    node: Any, make_proxy: Any, browser: Any, aiohttp_server: Any
+    node: Any, make_proxy: Any, browser: Any, aiohttp_server: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="oidcproxy.audit")
     idp, tap, clock, proxy = await refreshing_proxy(node, make_proxy, aiohttp_server)
     await sign_in(browser, proxy, "alice")
     idp.stop()  # provider down: the tap answers 502
@@ -110,6 +113,11 @@ async def test_transient_failure_keeps_the_session_fatal_one_ends_it(
     cleared = session_cookies(ended)
     assert cleared and set(cleared.values()) == {""}  # the session cookie (every chunk) is cleared
     assert (await browser.get(proxy.make_url("/after"), headers={"Accept": "application/json"})).status == 401
+    events = [r.fields for r in caplog.records if r.name == "oidcproxy.audit"]  # type: ignore[attr-defined]
+    assert [(e["event"], e.get("reason"), e["email"], e["path"]) for e in events] == [
+        ("sign_in", None, "alice@example.com", "/oauth2/callback"),
+        ("refresh_failed", "invalid_grant", "alice@example.com", "/after"),  # once: the 2nd has no cookie
+    ]
 
 
 async def test_expired_tokens_without_refresh_token_end_the_session(

@@ -73,6 +73,7 @@ def proxy_to(serve: Any, unused_tcp_port_factory: Any) -> Callable[[int], Awaita
             oidc_type="embedded",
             http_address=f"127.0.0.1:{port}",
             skip_auth_route=["^/files/"],
+            reverse_proxy=True,  # the tests' X-Request-Id is kept only from a trusted (loopback) proxy
         )
         served: Served = await serve(build_app(settings), port)
         return served
