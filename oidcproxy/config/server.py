@@ -133,6 +133,7 @@ class RuntimeOptions(BaseModel):
         if value:
             split_address(value)
         return value
+
     shutdown_delay: Duration = option(
         "5s",
         "after SIGTERM, /ready answers 503 but new connections are still served this long, so the "

@@ -172,7 +172,14 @@ class UpstreamProxy:
             self._observer.websockets_open(1)
             try:
                 return await relay(
-                    request, upstream, self._ws, self._clock, expires_at, self._closing, alive, self._open_sockets
+                    request,
+                    upstream,
+                    self._ws,
+                    self._clock,
+                    expires_at,
+                    self._closing,
+                    alive,
+                    self._open_sockets,
                 )
             finally:
                 self._observer.websockets_open(-1)
