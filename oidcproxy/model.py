@@ -9,9 +9,11 @@ import time as _time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-__all__ = ["Clock", "FakeClock", "Identity", "Session", "Tokens", "system_clock"]
+__all__ = ["DEFAULT_PROVIDER", "Clock", "FakeClock", "Identity", "Session", "Tokens", "system_clock"]
 
 Clock = Callable[[], float]
+DEFAULT_PROVIDER = "default"
+"""The id of the one provider the flat options configure, and of sessions sealed before ids existed."""
 
 
 def system_clock() -> float:
@@ -62,6 +64,9 @@ class Session:
     person signed in, which nothing moves: revocation compares against it. `sid` is the provider's
     session id (the ID token's `sid` claim), or one of ours when the provider sends none, so that
     sign-out can revoke this session alone.
+
+    `provider` is the id of the provider that signed the person in (oidc.providers): refresh,
+    userinfo, sign-out and its rules are that provider's. Metrics and audit events report it.
     """
 
     identity: Identity
@@ -70,6 +75,7 @@ class Session:
     expires_at: float
     sid: str = ""
     signed_in_at: float = 0.0
+    provider: str = DEFAULT_PROVIDER
 
     @property
     def login_time(self) -> float:

@@ -12,7 +12,7 @@ from oidcproxy.forwarded import Edge
 from oidcproxy.idp import DevIdP
 from oidcproxy.login import LoginFlow
 from oidcproxy.model import Clock
-from oidcproxy.oidc import BearerVerifier, ClaimMapping, OIDCClient, Refresher, SignOut
+from oidcproxy.oidc import BearerVerifier, ClaimMapping, OIDCClient, Providers, Refresher, SignOut
 from oidcproxy.proxy import UpstreamProxy
 from oidcproxy.redisconn import RedisClient
 from oidcproxy.sessions.cookies import SetCookie
@@ -28,7 +28,9 @@ __all__ = [
     "LOGIN",
     "OIDC",
     "PAGES",
+    "POLICIES",
     "POLICY",
+    "PROVIDERS",
     "PROXY",
     "REDIS",
     "REFRESHER",
@@ -46,9 +48,12 @@ SETTINGS = web.AppKey("settings", Settings)
 CLOCK: web.AppKey[Clock] = web.AppKey("clock")
 SESSIONS: web.AppKey[SessionStore] = web.AppKey("sessions")
 LOGIN = web.AppKey("login", LoginFlow)
-OIDC = web.AppKey("oidc", OIDCClient)
-CLAIMS = web.AppKey("claims", ClaimMapping)
-POLICY = web.AppKey("policy", Policy)
+OIDC = web.AppKey("oidc", OIDCClient)  # the first provider's client (PROVIDERS has them all)
+CLAIMS = web.AppKey("claims", ClaimMapping)  # the first provider's claim mapping
+POLICY = web.AppKey("policy", Policy)  # the first provider's rules (POLICIES has them all)
+# The configured providers by id (oidc.providers), and each one's rules: a session passes only its own.
+PROVIDERS = web.AppKey("providers", Providers)
+POLICIES: web.AppKey[dict[str, Policy]] = web.AppKey("policies")
 PROXY = web.AppKey("proxy", UpstreamProxy)
 REFRESHER = web.AppKey("refresher", Refresher)
 BEARER = web.AppKey("bearer", BearerVerifier)  # only with --skip-jwt-bearer-tokens

@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from oidcproxy.authz import Policy
 from oidcproxy.coordination import Revocations
 from oidcproxy.errors import (
     Forbidden,
@@ -30,18 +31,17 @@ from oidcproxy.errors import (
 from oidcproxy.forwarded import External, Original, callback_url, external_base
 from oidcproxy.login import return_target
 from oidcproxy.model import Identity, Session, Tokens
-from oidcproxy.oidc import bearer_token, end_session_url, refresh_state
+from oidcproxy.oidc import Provider, authorization_iss_problem, bearer_token, end_session_url, refresh_state
 from oidcproxy.proxy import auth_request_headers, is_websocket_upgrade
 from oidcproxy.sessions.cookies import SetCookie, secure_attribute
 from oidcproxy.sessions.store import MISS
 from oidcproxy.web.appkeys import (
     BEARER,
-    CLAIMS,
     CLOCK,
     EDGE,
     LOGIN,
-    OIDC,
-    POLICY,
+    POLICIES,
+    PROVIDERS,
     PROXY,
     REFRESHER,
     REVOKED,
@@ -94,21 +94,34 @@ def apply_cookies(
 
 async def sign_in(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS]
-    rd = _return_to(request)
-    if settings.skip_provider_button:
+    rd = quote(_return_to(request), safe="")
+    providers = request.app[PROVIDERS]
+    if settings.skip_provider_button and providers.single:
         return await start(request)
-    response = page((await pages(request)).sign_in("/oauth2/start?rd=" + quote(rd, safe="")))
+    if providers.single:
+        html = (await pages(request)).sign_in("/oauth2/start?rd=" + rd)
+    else:  # the chooser: one button a provider, in the order configured
+        choices = [(f"/oauth2/start?provider={quote(p.id)}&rd={rd}", p.display_name) for p in providers]
+        html = (await pages(request)).choose(choices)
+    response = page(html)
     apply_cookies(response, await request.app[SESSIONS].clear(request.cookies), scheme=_scheme(request))
     return response
 
 
 async def start(request: web.Request) -> web.StreamResponse:
+    """`/oauth2/start?provider=ID`; without one, the only provider, or the chooser when several."""
     app = request.app
+    providers = app[PROVIDERS]
+    if not providers.single and "provider" not in request.query:
+        return redirect("/oauth2/sign_in?rd=" + quote(_return_to(request), safe=""))
+    provider = providers.get(request.query.get("provider", providers.first.id))
     return_to = _return_to(request)
     ext = _external(request)
-    redirect_uri = callback_url(app[SETTINGS].redirect_url, ext.scheme, ext.host)
-    attempt, login_cookie = app[LOGIN].begin(return_to, redirect_uri)
-    url = await app[OIDC].authorize_url(
+    configured = provider.client.config.redirect_url or app[SETTINGS].redirect_url
+    path_id = "" if providers.single else provider.id
+    redirect_uri = callback_url(configured, ext.scheme, ext.host, path_id)
+    attempt, login_cookie = app[LOGIN].begin(return_to, redirect_uri, provider.id)
+    url = await provider.client.authorize_url(
         attempt.redirect_uri, attempt.state, attempt.nonce, attempt.code_challenge
     )
     response = redirect(url)
@@ -121,11 +134,12 @@ async def callback(request: web.Request) -> web.StreamResponse:
     app = request.app
     done = await app[LOGIN].finish(request.cookies, request.query)
     attempt = done.attempt
-    tokens, claims = await app[OIDC].exchange(
+    provider = await _callback_provider(request, attempt.provider)
+    tokens, claims = await provider.client.exchange(
         done.code, redirect_uri=attempt.redirect_uri, verifier=attempt.verifier, nonce=attempt.nonce
     )
-    identity = app[CLAIMS].identity(claims)
-    app[POLICY].require(identity)
+    identity = provider.claims.identity(claims)
+    app[POLICIES][provider.id].require(identity)
     now = app[CLOCK]()
     session = Session(
         identity,
@@ -134,8 +148,14 @@ async def callback(request: web.Request) -> web.StreamResponse:
         expires_at=now + app[SETTINGS].cookie_expire,
         sid=_provider_sid(claims),
         signed_in_at=now,
+        provider=provider.id,
     )
-    log.info("signed in: %s (sub %s)", identity.email or identity.user, identity.subject)
+    log.info(
+        "signed in: %s (sub %s) at provider %s",
+        identity.email or identity.user,
+        identity.subject,
+        provider.id,
+    )
     response = redirect(done.attempt.return_to)
     scheme = _scheme(request)
     apply_cookies(response, await app[SESSIONS].save(session, request.cookies), scheme=scheme)
@@ -147,6 +167,25 @@ def _provider_sid(claims: dict[str, Any]) -> str:
     """The provider's session id (Back-Channel Logout 1.0, 2.1), else one of ours: sign-out revokes it."""
     sid = claims.get("sid")
     return sid if isinstance(sid, str) and sid else "oidcproxy:" + secrets.token_urlsafe(16)
+
+
+async def _callback_provider(request: web.Request, bound: str) -> Provider:
+    """Mix-up defence (RFC 9700 4.4): the callback's path names the provider the login state is bound
+    to (each provider has its own callback when there are several), and its `iss` (RFC 9207) is that
+    provider's. LoginFailed (400) otherwise, before any code is sent anywhere."""
+    providers = request.app[PROVIDERS]
+    named = request.match_info.get("provider")
+    if named is None and not providers.single:
+        raise LoginFailed("callback at /oauth2/callback, but each provider has its own /oauth2/callback/<id>")
+    if named is not None and (providers.single or named != bound):
+        log.warning("login refused: provider %r answered a login bound to %r (mix-up?)", named[:40], bound)
+        raise LoginFailed(f"callback for provider {named[:40]!r}, login state bound to {bound!r}")
+    provider = providers.get(bound)
+    problem = authorization_iss_problem(await provider.client.metadata(), request.query.get("iss"))
+    if problem:
+        log.warning("login refused at provider %s: %s", provider.id, problem)
+        raise LoginFailed(problem)
+    return provider
 
 
 async def sign_out(request: web.Request) -> web.StreamResponse:
@@ -179,7 +218,7 @@ def _end_session(request: web.Request, endpoint: str, session: Session | None) -
     return end_session_url(
         endpoint,
         id_token=session.tokens.id_token if session is not None else "",
-        client_id=app[OIDC].config.client_id,
+        client_id=app[PROVIDERS].first.client.config.client_id,
         post_logout_redirect_uri=base + SIGNED_OUT_PATH,
         state=app[LOGIN].sign_out_state(back_to),
     )
@@ -296,7 +335,7 @@ async def auth(request: web.Request) -> web.StreamResponse:
     except NotAuthenticated:
         return _unauthenticated(request, original)
     ident = session.identity
-    if not app[POLICY].evaluate(ident).allowed or not _query_allows(request, ident):
+    if not _policy(request, session.provider).evaluate(ident).allowed or not _query_allows(request, ident):
         return web.Response(status=403, headers={"Cache-Control": "no-store"})
     settings = app[SETTINGS]
     extra = auth_request_headers(
@@ -348,7 +387,8 @@ async def ping(request: web.Request) -> web.StreamResponse:
 
 async def ready(request: web.Request) -> web.StreamResponse:
     try:
-        await request.app[OIDC].metadata()
+        for provider in request.app[PROVIDERS]:
+            await provider.client.metadata()
     except IdPUnavailable as exc:
         log.warning("not ready: %s", exc.detail)
         return web.Response(status=503, text="provider discovery not loaded")
@@ -366,9 +406,10 @@ async def gate(request: web.Request) -> web.StreamResponse:
         _same_origin_websocket(request)
         session = await _fresh(request, session)
         identity, tokens, expires_at = session.identity, session.tokens, session.expires_at
+        provider = session.provider
     else:
-        identity, tokens = await _bearer(request)
-    app[POLICY].require(identity)
+        provider, identity, tokens = await _bearer(request)
+    _policy(request, provider).require(identity)
     alive = None if session is None else functools.partial(_alive, app[REVOKED], session)
     return await app[PROXY].handle(request, identity, tokens, expires_at=expires_at, alive=alive)
 
@@ -385,6 +426,15 @@ def _same_origin_websocket(request: web.Request) -> None:
         return
     if not request.app[EDGE].origin_allowed(origin, _external(request)):
         raise Forbidden(f"websocket from foreign Origin {origin[:100]!r}; add it with --whitelist-domain")
+
+
+def _policy(request: web.Request, provider: str) -> Policy:
+    """The rules of the provider that signed the session in (or issued the bearer token): a session
+    of one provider never passes by another's rules."""
+    found = request.app[POLICIES].get(provider)
+    if found is None:
+        raise NotAuthenticated(f"session of provider {provider[:40]!r}, which is not configured")
+    return found
 
 
 async def _fresh(request: web.Request, session: Session) -> Session:
@@ -413,14 +463,16 @@ async def _fresh(request: web.Request, session: Session) -> Session:
     return fresh
 
 
-async def _bearer(request: web.Request) -> tuple[Identity, Tokens]:
-    """--skip-jwt-bearer-tokens: a verified `Authorization: Bearer` JWT stands in for the cookie."""
+async def _bearer(request: web.Request) -> tuple[str, Identity, Tokens]:
+    """--skip-jwt-bearer-tokens: a verified `Authorization: Bearer` JWT stands in for the cookie;
+    answers the id of the provider whose claim mapping and rules apply."""
     verifier = request.app.get(BEARER)
     token = bearer_token(request.headers.get("Authorization", "")) if verifier else None
     if verifier is None or token is None:
         raise NotAuthenticated("no valid session cookie")
-    identity = request.app[CLAIMS].identity(await verifier.claims(token))
-    return identity, Tokens(id_token=token)
+    provider_id, claims = await verifier.verify(token)
+    identity = request.app[PROVIDERS].get(provider_id).claims.identity(claims)
+    return provider_id, identity, Tokens(id_token=token)
 
 
 async def stashed_cookies(request: web.Request, response: web.StreamResponse) -> None:
