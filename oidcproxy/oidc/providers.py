@@ -123,3 +123,9 @@ class Providers:
         Back-channel logout: a logout token ends only sessions whose `provider` is this one's id.
         """
         return self._by_issuer.get(iss)
+
+    def issued(self, iss: str, session: Session) -> bool:
+        """Whether a token from `iss` (a back-channel logout token, say) speaks for this session's
+        provider: a logout token from provider A never ends a session of provider B."""
+        found = self._by_issuer.get(iss)
+        return found is not None and found.id == session.provider

@@ -237,6 +237,11 @@ def test_registry_lookups_and_entra_issuers() -> None:
             assert registry.get("entra").audiences == ("app", "api://app")
             kc_session = Session(ALICE, Tokens(), 0.0, 1.0, provider="kc")
             assert registry.for_session(kc_session) is registry.get("kc")
+            # back-channel logout: a logout token of one provider never speaks for another's session
+            assert registry.issued("https://kc.example/realms/x", kc_session)
+            assert not registry.issued(v1, kc_session) and not registry.issued(
+                "https://elsewhere", kc_session
+            )
             with pytest.raises(NotAuthenticated):
                 registry.for_session(Session(ALICE, Tokens(), 0.0, 1.0))  # "default" is not configured
             with pytest.raises(LoginFailed):
