@@ -9,11 +9,27 @@ import time as _time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-__all__ = ["DEFAULT_PROVIDER", "Clock", "FakeClock", "Identity", "Session", "Tokens", "system_clock"]
+__all__ = [
+    "DEFAULT_PROVIDER",
+    "Clock",
+    "FakeClock",
+    "Identity",
+    "Session",
+    "Tokens",
+    "scoped",
+    "system_clock",
+]
 
 Clock = Callable[[], float]
 DEFAULT_PROVIDER = "default"
 """The id of the one provider the flat options configure, and of sessions sealed before ids existed."""
+
+
+def scoped(provider: str, value: str) -> str:
+    """A `sub` or `sid` as revocation and the session indexes key it: the value itself for the provider
+    "default" (so one provider keeps its keys), else prefixed by the provider's id, so that what one
+    provider's logout token names never matches another provider's sessions."""
+    return value if provider == DEFAULT_PROVIDER or not value else f"{provider}\x1f{value}"
 
 
 def system_clock() -> float:

@@ -13,7 +13,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from oidcproxy.errors import LoginFailed, NotAuthenticated
+import jwt
+
+from oidcproxy.errors import LoginFailed, LogoutTokenRefused, NotAuthenticated
 from oidcproxy.model import DEFAULT_PROVIDER, Session
 from oidcproxy.oidc.claims import ClaimMapping
 from oidcproxy.oidc.client import OIDCClient
@@ -123,6 +125,20 @@ class Providers:
         Back-channel logout: a logout token ends only sessions whose `provider` is this one's id.
         """
         return self._by_issuer.get(iss)
+
+    def of_token(self, token: str) -> Provider:
+        """The provider whose issuer the (not yet verified) token names: whose keys and checks verify
+        it next. LogoutTokenRefused when it is unreadable or names no configured provider."""
+        try:
+            iss = jwt.decode(token, options={"verify_signature": False}).get("iss")
+        except jwt.PyJWTError as exc:
+            raise LogoutTokenRefused(f"token unreadable: {type(exc).__name__}") from None
+        found = self._by_issuer.get(iss) if isinstance(iss, str) else None
+        if found is None:
+            raise LogoutTokenRefused(
+                f"token from an issuer that is no configured provider: {str(iss)[:200]!r}"
+            )
+        return found
 
     def issued(self, iss: str, session: Session) -> bool:
         """Whether a token from `iss` (a back-channel logout token, say) speaks for this session's

@@ -74,6 +74,7 @@ from oidcproxy.web.appkeys import (
     SETTINGS,
     SHARED,
     SIGN_OUT,
+    SIGN_OUTS,
 )
 from oidcproxy.web.demo import build_demo_app
 from oidcproxy.web.headerlimit import answer_431, header_limits
@@ -345,15 +346,16 @@ async def _oidc_ctx(
         if settings.skip_jwt_bearer_tokens:
             extra = parse_pairs(settings.extra_jwt_issuers)
             app[BEARER] = BearerVerifier(http, providers, extra, app[CLOCK])
-        app[SIGN_OUT] = SignOut(
-            providers.first.client,
-            http,
-            app[SHARED],
-            app[CLOCK],
-            backend_logout_url=settings.backend_logout_url,
-        )
+        app[SIGN_OUTS] = {
+            p.id: SignOut(
+                p.client, http, app[SHARED], app[CLOCK], backend_logout_url=settings.backend_logout_url
+            )
+            for p in providers
+        }
+        app[SIGN_OUT] = app[SIGN_OUTS][providers.first.id]
         yield
-        await app[SIGN_OUT].close()
+        for sign_out in app[SIGN_OUTS].values():
+            await sign_out.close()
         await app[REFRESHER].close()
         if BEARER in app:
             await app[BEARER].close()

@@ -40,6 +40,7 @@ __all__ = [
     "SETTINGS",
     "SHARED",
     "SIGN_OUT",
+    "SIGN_OUTS",
     "SET_COOKIES",
     "STARTED",
 ]
@@ -65,7 +66,8 @@ REDIS: web.AppKey[RedisClient] = web.AppKey("redis")
 SHARED: web.AppKey[SharedState] = web.AppKey("shared")
 # The revocation list's local copy (checked on every request) and the provider side of sign-out.
 REVOKED = web.AppKey("revoked", Revocations)
-SIGN_OUT = web.AppKey("sign_out", SignOut)
+SIGN_OUT = web.AppKey("sign_out", SignOut)  # the first provider's (SIGN_OUTS has each provider's)
+SIGN_OUTS: web.AppKey[dict[str, SignOut]] = web.AppKey("sign_outs")
 EMBEDDED_IDP = web.AppKey("embedded_idp", DevIdP)  # only with --oidc-type embedded
 
 REQUEST_ID = web.RequestKey("request_id", str)

@@ -30,7 +30,7 @@ from oidcproxy.errors import (
 )
 from oidcproxy.forwarded import External, Original, callback_url, external_base
 from oidcproxy.login import return_target
-from oidcproxy.model import Identity, Session, Tokens
+from oidcproxy.model import Identity, Session, Tokens, scoped
 from oidcproxy.oidc import Provider, authorization_iss_problem, bearer_token, end_session_url, refresh_state
 from oidcproxy.proxy import auth_request_headers, is_websocket_upgrade
 from oidcproxy.sessions.cookies import SetCookie, secure_attribute
@@ -48,7 +48,7 @@ from oidcproxy.web.appkeys import (
     SESSIONS,
     SET_COOKIES,
     SETTINGS,
-    SIGN_OUT,
+    SIGN_OUTS,
 )
 from oidcproxy.web.middleware import page, pages, redirect, wants_html
 
@@ -192,14 +192,17 @@ async def sign_out(request: web.Request) -> web.StreamResponse:
     """End the session here, revoke it everywhere, and (RP-initiated logout) at the provider too."""
     app = request.app
     session = await _open(request)
-    endpoint = await app[SIGN_OUT].end_session_endpoint() if app[SETTINGS].provider_sign_out else ""
+    provider = _provider_of(request, session)  # RP-initiated logout and revocation go to its provider
+    at = app[SIGN_OUTS][provider.id]
+    endpoint = await at.end_session_endpoint() if app[SETTINGS].provider_sign_out else ""
     if session is not None:
-        await _revoke(request, sid=session.sid)  # a copy of this cookie is refused from now on
-        app[SIGN_OUT].revoke_later(session.tokens, at_provider=bool(endpoint))
+        # a copy of this cookie is refused from now on
+        await _revoke(request, sid=scoped(session.provider, session.sid))
+        at.revoke_later(session.tokens, at_provider=bool(endpoint))
         log.info("signed out: %s (sub %s)", session.identity.email, session.identity.subject)
     rd = request.query.get("rd")
     if endpoint:
-        response = redirect(_end_session(request, endpoint, session))
+        response = redirect(_end_session(request, endpoint, session, provider.client.config.client_id))
     elif rd:
         response = redirect(_return_to(request))
     else:
@@ -208,7 +211,18 @@ async def sign_out(request: web.Request) -> web.StreamResponse:
     return response
 
 
-def _end_session(request: web.Request, endpoint: str, session: Session | None) -> str:
+def _provider_of(request: web.Request, session: Session | None) -> Provider:
+    """The session's provider (the first one for no session, or a provider no longer configured)."""
+    providers = request.app[PROVIDERS]
+    if session is None:
+        return providers.first
+    try:
+        return providers.for_session(session)
+    except NotAuthenticated:
+        return providers.first
+
+
+def _end_session(request: web.Request, endpoint: str, session: Session | None, client_id: str) -> str:
     """The provider's end_session_endpoint, told to send the browser back to SIGNED_OUT_PATH."""
     app = request.app
     ext = _external(request)
@@ -218,7 +232,7 @@ def _end_session(request: web.Request, endpoint: str, session: Session | None) -
     return end_session_url(
         endpoint,
         id_token=session.tokens.id_token if session is not None else "",
-        client_id=app[PROVIDERS].first.client.config.client_id,
+        client_id=client_id,
         post_logout_redirect_uri=base + SIGNED_OUT_PATH,
         state=app[LOGIN].sign_out_state(back_to),
     )
@@ -242,13 +256,15 @@ async def backchannel_logout(request: web.Request) -> web.StreamResponse:
     token = form.get("logout_token")
     if not isinstance(token, str) or not token:
         raise LogoutTokenRefused("back-channel logout without a logout_token")
-    done = await request.app[SIGN_OUT].verify(token)
-    # Section 2.7: a sid names one provider session; a sub alone, every session of that person.
+    provider = request.app[PROVIDERS].of_token(token)  # its iss; verified by that provider next
+    done = await request.app[SIGN_OUTS][provider.id].verify(token)
+    # Section 2.7: a sid names one provider session; a sub alone, every session of that person. Both
+    # scoped to the provider: a logout token from one provider never ends another's sessions.
     if done.sid:
-        await _revoke(request, sid=done.sid)
+        await _revoke(request, sid=scoped(provider.id, done.sid))
     else:
-        await _revoke(request, sub=done.sub)
-    log.info("back-channel logout: sid %s sub %s", done.sid or "-", done.sub or "-")
+        await _revoke(request, sub=scoped(provider.id, done.sub))
+    log.info("back-channel logout at %s: sid %s sub %s", provider.id, done.sid or "-", done.sub or "-")
     return web.Response(status=200, headers={"Cache-Control": "no-store"})
 
 

@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestServer
 from yarl import URL
 
 from oidcproxy.config import Settings
-from oidcproxy.idp import IdPClient, IdPConfig
+from oidcproxy.idp import IdPClient, IdPConfig, subject_for
 from oidcproxy.idp.app import DevIdP
 from oidcproxy.model import FakeClock, system_clock
 from oidcproxy.web.app import build_app
@@ -28,6 +28,7 @@ from tests.support.nodeidp import NodeIdP, provider_login
 from tests.support.oidcflow import IdPTap
 
 HTML = {"Accept": "text/html"}
+JSON = {"Accept": "application/json"}
 NODE_CLIENT = {
     "client_id": "oidcproxy",
     "client_secret": "oidcproxy-secret",
@@ -233,3 +234,38 @@ async def test_refresh_goes_to_the_provider_that_signed_the_session_in(two: Any)
         assert env.tap.grants["refresh_token"] == 1  # not node
         seen = await (await dev_browser.get(env.proxy.make_url("/who"))).json()
         assert seen["headers"]["X-Forwarded-Email"] == "carol@partner.test"
+
+
+async def test_sign_out_and_back_channel_logout_reach_only_the_sessions_provider(two: Any) -> None:
+    """RP-initiated logout goes to the session's own provider; a logout token from dev, even one
+    naming the same sub as node's session, ends only dev's sessions."""
+    env = await two()
+    node_browser = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+    dev_browser = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+    async with node_browser, dev_browser:
+        assert (await sign_in(node_browser, env.proxy, "node", "alice")).status == 302
+        assert (await sign_in(dev_browser, env.proxy, "dev", "carol@partner.test")).status == 302
+        dev_sub = subject_for("carol@partner.test")
+
+        async def logout(token: str) -> int:
+            async with aiohttp.ClientSession() as http:
+                form = {"logout_token": token}
+                async with http.post(env.proxy.make_url("/oauth2/backchannel-logout"), data=form) as resp:
+                    return resp.status
+
+        # dev names node's person (sub "alice"): node's session lives on
+        assert await logout(env.dev.logout_token("proxy-at-dev", sub="alice")) == 200
+        assert (await node_browser.get(env.proxy.make_url("/who"))).status == 200
+        # a token from no configured provider is refused
+        assert await logout("eyJhbGciOiJub25lIn0.eyJpc3MiOiJodHRwczovL2V2aWwifQ.") == 400
+        # dev names its own person: dev's session ends, node's does not
+        assert await logout(env.dev.logout_token("proxy-at-dev", sub=dev_sub)) == 200
+        assert (await dev_browser.get(env.proxy.make_url("/who"), headers=JSON)).status == 401
+        assert (await node_browser.get(env.proxy.make_url("/who"))).status == 200
+
+    # RP-initiated logout of a dev session goes to dev (node is the first provider, dev the second)
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+        assert (await sign_in(browser, env.proxy, "dev", "dan@partner.test")).status == 302
+        out = await browser.get(env.proxy.make_url("/oauth2/sign_out"), allow_redirects=False)
+        assert out.status == 302 and out.headers["Location"].startswith(env.dev.config.issuer + "/")
+        assert "client_id=proxy-at-dev" in out.headers["Location"]
