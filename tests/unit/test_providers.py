@@ -189,10 +189,10 @@ def test_codec_records_the_provider_and_old_cookies_open_as_default() -> None:
     old = keys.seal(b"j" + json.dumps(v0).encode(), b"oidcproxy-session:_oidcproxy")
     opened = codec.decode(old)
     assert opened is not None and opened.provider == "default" and opened.identity == ALICE
-    # The one-provider case still writes v0, byte for byte the same body.
+    # The one-provider case writes the plain format (v1), no provider envelope.
     default = Session(ALICE, Tokens("i", "a", "r", 5.0), 1.0, 2.0)
     body = keys.open(codec.encode(default), b"oidcproxy-session:_oidcproxy")
-    assert body is not None and body[:1] in (b"j", b"z")
+    assert body is not None and body[:1] in (b"k", b"y")
 
 
 def test_login_state_binds_the_provider() -> None:
