@@ -48,9 +48,11 @@ def external_base(scheme: str, host: str) -> str:
     return f"{scheme}://{host}"
 
 
-def callback_url(configured: str, scheme: str, host: str) -> str:
-    """--redirect-url when set (it always wins), else /oauth2/callback on the external origin."""
-    return configured or external_base(scheme, host) + "/oauth2/callback"
+def callback_url(configured: str, scheme: str, host: str, provider: str = "") -> str:
+    """--redirect-url when set (it always wins), else /oauth2/callback on the external origin; with
+    several providers, each has its own: /oauth2/callback/<provider id> (README: Several providers)."""
+    path = f"/oauth2/callback/{provider}" if provider else "/oauth2/callback"
+    return configured or external_base(scheme, host) + path
 
 
 def _split_host(host: str) -> tuple[str, int | None]:

@@ -24,7 +24,7 @@ from itsdangerous import BadData, TimestampSigner, URLSafeTimedSerializer
 
 from oidcproxy.coordination import SharedState
 from oidcproxy.errors import LoginFailed
-from oidcproxy.model import Clock
+from oidcproxy.model import DEFAULT_PROVIDER, Clock
 from oidcproxy.sessions.cookies import CookiePolicy, SetCookie
 
 __all__ = ["Callback", "LoginAttempt", "LoginFlow", "return_target", "safe_return_to"]
@@ -73,6 +73,7 @@ class LoginAttempt:
     verifier: str = field(repr=False)
     return_to: str
     redirect_uri: str
+    provider: str = DEFAULT_PROVIDER  # bound to the state: the callback must come from this one
 
     @property
     def code_challenge(self) -> str:
@@ -117,15 +118,20 @@ class LoginFlow:
     def cookie_name(self, state: str) -> str:
         return f"{self._policy.name}_csrf_{state[:16]}"
 
-    def begin(self, return_to: str, redirect_uri: str) -> tuple[LoginAttempt, SetCookie]:
+    def begin(
+        self, return_to: str, redirect_uri: str, provider: str = DEFAULT_PROVIDER
+    ) -> tuple[LoginAttempt, SetCookie]:
         attempt = LoginAttempt(
             state=generate_token(32),
             nonce=generate_token(32),
             verifier=generate_token(64) if self._pkce else "",
             return_to=return_to,
             redirect_uri=redirect_uri,
+            provider=provider,
         )
         payload = [attempt.state, attempt.nonce, attempt.verifier, attempt.return_to, redirect_uri]
+        if provider != DEFAULT_PROVIDER:
+            payload.append(provider)
         value = self._serializer.dumps(payload)
         assert isinstance(value, str)  # noqa: S101 - URLSafeTimedSerializer yields text
         return attempt, SetCookie.make(self._policy, self.cookie_name(attempt.state), value, self._max_age)
@@ -146,7 +152,8 @@ class LoginFlow:
             raise LoginFailed("no login cookie for this state: expired, already used or another browser")
         try:
             saved = self._serializer.loads(raw, max_age=self._max_age)
-            saved_state, nonce, verifier, return_to, redirect_uri = saved
+            saved_state, nonce, verifier, return_to, redirect_uri = saved[:5]
+            provider = str(saved[5]) if len(saved) > 5 else DEFAULT_PROVIDER
         except (BadData, ValueError, TypeError) as exc:
             raise LoginFailed(f"login cookie rejected: {type(exc).__name__}") from None
         if not hmac.compare_digest(str(saved_state), state):
@@ -154,7 +161,7 @@ class LoginFlow:
         await self._accept_once(state)
         # A full URL was checked against the whitelist at begin() and is signed since.
         target = return_to if _is_absolute(str(return_to)) else safe_return_to(return_to)
-        attempt = LoginAttempt(saved_state, nonce, verifier, target, redirect_uri)
+        attempt = LoginAttempt(saved_state, nonce, verifier, target, redirect_uri, provider)
         return Callback(attempt, code)
 
     def sign_out_state(self, return_to: str) -> str:

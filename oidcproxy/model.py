@@ -9,9 +9,27 @@ import time as _time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-__all__ = ["Clock", "FakeClock", "Identity", "Session", "Tokens", "system_clock"]
+__all__ = [
+    "DEFAULT_PROVIDER",
+    "Clock",
+    "FakeClock",
+    "Identity",
+    "Session",
+    "Tokens",
+    "scoped",
+    "system_clock",
+]
 
 Clock = Callable[[], float]
+DEFAULT_PROVIDER = "default"
+"""The id of the one provider the flat options configure, and of sessions sealed before ids existed."""
+
+
+def scoped(provider: str, value: str) -> str:
+    """A `sub` or `sid` as revocation and the session indexes key it: the value itself for the provider
+    "default" (so one provider keeps its keys), else prefixed by the provider's id, so that what one
+    provider's logout token names never matches another provider's sessions."""
+    return value if provider == DEFAULT_PROVIDER or not value else f"{provider}\x1f{value}"
 
 
 def system_clock() -> float:
@@ -62,6 +80,9 @@ class Session:
     person signed in, which nothing moves: revocation compares against it. `sid` is the provider's
     session id (the ID token's `sid` claim), or one of ours when the provider sends none, so that
     sign-out can revoke this session alone.
+
+    `provider` is the id of the provider that signed the person in (oidc.providers): refresh,
+    userinfo, sign-out and its rules are that provider's. Metrics and audit events report it.
     """
 
     identity: Identity
@@ -70,6 +91,7 @@ class Session:
     expires_at: float
     sid: str = ""
     signed_in_at: float = 0.0
+    provider: str = DEFAULT_PROVIDER
 
     @property
     def login_time(self) -> float:

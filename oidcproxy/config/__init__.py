@@ -7,7 +7,7 @@
                     │
                settings.py ── Settings: flat fields from one options class per concern, each with
                     │          its own problems(); joint problems of two concerns live here
-    server.py  provider.py  tokens.py  cookie.py  access.py  pages.py  edge.py  websocket.py
+    server.py  provider.py  providers.py  tokens.py  cookie.py  access.py  pages.py  edge.py  websocket.py
                     │
                values.py ── durations, lists, addresses, the cookie secret, flag and env spelling
 
@@ -18,6 +18,7 @@ file, `settings.cookie_secret` in code (STYLE C3). Imports nothing from oidcprox
 from __future__ import annotations
 
 from oidcproxy.config.loading import build_parser, load_settings
+from oidcproxy.config.providers import ProviderSpec
 from oidcproxy.config.settings import Settings
 from oidcproxy.config.values import (
     ENV_PREFIX,
@@ -32,6 +33,7 @@ from oidcproxy.config.values import (
 
 __all__ = [
     "ENV_PREFIX",
+    "ProviderSpec",
     "Settings",
     "build_parser",
     "cookie_key_material",

@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from oidcproxy.config.providers import merge_providers
 from oidcproxy.config.settings import Settings
 from oidcproxy.config.sources import EnvironmentSource, TomlFileSource, option_names
 from oidcproxy.config.values import ENV_PREFIX, env_name, flag_name, kind, shown_default
@@ -96,7 +97,8 @@ def load_settings(argv: Sequence[str]) -> Settings:
     if _is_true(dev):
         flags = {**_dev_defaults(flags, environment.values, file.values), **flags}
     try:  # the sources built above, so the environment and the file are each read once
-        settings = Settings.from_sources(flags, environment, file)
+        providers = merge_providers(file.providers, environment.providers)
+        settings = Settings.from_sources(flags, environment, file, providers=providers)
     except ValidationError as exc:  # reported with the name problems: every problem at once
         raise ConfigError([*problems, *_describe(exc)]) from None
     if problems:

@@ -60,7 +60,9 @@ class ProviderOptions(BaseModel):
         return value
 
     def problems(self) -> list[str]:
-        out = [] if self.oidc_type == "embedded" else self._registration_problems()
+        """The limits and files; the registration is checked by `registration_problems` (settings.py
+        asks it only when no [[providers]] entries name the providers instead)."""
+        out: list[str] = []
         if self.client_secret_file and not Path(self.client_secret_file).is_file():
             out.append(f"--client-secret-file: {self.client_secret_file!r} is not a readable file")
         if self.redirect_url and not re.fullmatch(_URL, self.redirect_url):
@@ -69,9 +71,11 @@ class ProviderOptions(BaseModel):
             out.append("--provider-max-response-size: must be between 4096 and 67108864 bytes, e.g. 1048576")
         return out
 
-    def _registration_problems(self) -> list[str]:
+    def registration_problems(self) -> list[str]:
         """What an external provider needs: its issuer, our client id and exactly one client secret."""
         out: list[str] = []
+        if self.oidc_type == "embedded":
+            return out
         if not self.oidc_issuer_url:
             out.append("--oidc-issuer-url: missing; set it to your provider's issuer URL")
         elif not re.fullmatch(_URL, self.oidc_issuer_url):

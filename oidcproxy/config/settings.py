@@ -10,10 +10,10 @@ concerns and the model validator reports them all at once. Imports config's own 
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Self
 
-from pydantic import model_validator
+from pydantic import PrivateAttr, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from oidcproxy.config.access import AccessOptions
@@ -21,11 +21,12 @@ from oidcproxy.config.cookie import CookieOptions
 from oidcproxy.config.edge import EdgeOptions
 from oidcproxy.config.pages import PageOptions
 from oidcproxy.config.provider import EndpointOptions, ProviderOptions
+from oidcproxy.config.providers import INHERITED, ProviderSpec, parse_providers
 from oidcproxy.config.server import RuntimeOptions, ServerOptions
 from oidcproxy.config.sessions import SessionStoreOptions
 from oidcproxy.config.sources import EnvironmentSource
 from oidcproxy.config.tokens import BearerOptions, ClaimOptions
-from oidcproxy.config.values import ENV_PREFIX, is_loopback, is_loopback_url
+from oidcproxy.config.values import ENV_PREFIX, flag_name, is_loopback, is_loopback_url
 from oidcproxy.config.websocket import WebSocketOptions
 
 __all__ = ["Settings"]
@@ -34,6 +35,23 @@ __all__ = ["Settings"]
 # settings_customise_sources as a classmethod (its `_build_sources` argument is private and changing).
 _SOURCES: contextvars.ContextVar[tuple[PydanticBaseSettingsSource, ...] | None] = contextvars.ContextVar(
     "settings_sources", default=None
+)
+# The `[[providers]]` entries (file and environment merged) for the Settings being built.
+_PROVIDERS: contextvars.ContextVar[tuple[Any, ...]] = contextvars.ContextVar("providers", default=())
+# Flat options that name the one provider: with [[providers]] each entry names its own.
+_FLAT_PROVIDER = (
+    "oidc_issuer_url",
+    "client_id",
+    "client_secret",
+    "client_secret_file",
+    "redirect_url",
+    "skip_oidc_discovery",
+    "login_url",
+    "redeem_url",
+    "oidc_jwks_url",
+    "profile_url",
+    "oidc_validator_issuer_url",
+    "oidc_validator_client_id",
 )
 
 
@@ -59,6 +77,8 @@ class Settings(
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, extra="forbid", case_sensitive=False, validate_default=True
     )
+    _providers: tuple[ProviderSpec, ...] = PrivateAttr(default=())
+    _listed: bool = PrivateAttr(default=False)  # [[providers]] given, whether or not they parsed
 
     @classmethod
     def settings_customise_sources(
@@ -73,17 +93,43 @@ class Settings(
         return (init_settings, *(_SOURCES.get() or (EnvironmentSource(settings_cls),)))
 
     @classmethod
-    def from_sources(cls, flags: Mapping[str, Any], *sources: PydanticBaseSettingsSource) -> Self:
-        """Settings from flags over sources already built and read (load_settings: env, then the file)."""
-        token = _SOURCES.set(sources)
+    def from_sources(
+        cls,
+        flags: Mapping[str, Any],
+        *sources: PydanticBaseSettingsSource,
+        providers: Sequence[Any] = (),
+    ) -> Self:
+        """Settings from flags over sources already built and read (load_settings: env, then the file),
+        and the `[[providers]]` entries, if any (config.providers)."""
+        token, listed = _SOURCES.set(sources), _PROVIDERS.set(tuple(providers))
         try:
             return cls(**flags)
         finally:
             _SOURCES.reset(token)
+            _PROVIDERS.reset(listed)
+
+    def providers(self) -> tuple[ProviderSpec, ...]:
+        """The configured providers: the `[[providers]]` entries, else the flat options as "default"."""
+        return self._providers or (self._flat_provider(),)
+
+    def _flat_provider(self) -> ProviderSpec:
+        values = {name: getattr(self, name) for name in (*INHERITED, *_FLAT_PROVIDER)}
+        return ProviderSpec.model_validate({**values, "display_name": self.provider_display_name})
 
     @model_validator(mode="after")
     def _coherent(self) -> Self:
-        problems = self.problems()
+        problems: list[str] = []
+        raw = _PROVIDERS.get()
+        if raw:
+            self._listed = True
+            flat = {name: getattr(self, name) for name in INHERITED}
+            self._providers, problems = parse_providers(
+                raw,
+                flat,
+                allow_http=self.insecure_oidc_allow_http,
+                emails_file=bool(self.authenticated_emails_file),
+            )
+        problems = [*self.problems(), *problems]
         if problems:
             raise ValueError("\n".join(problems))
         return self
@@ -93,12 +139,14 @@ class Settings(
 
         A first run misses the upstream, the cookie secret, the provider and who may pass: in that order.
         """
+        several = self._listed
         return [
             *ServerOptions.problems(self),
             *CookieOptions.problems(self),
             *SessionStoreOptions.problems(self),
+            *(self._listed_problems() if several else ProviderOptions.registration_problems(self)),
             *ProviderOptions.problems(self),
-            *AccessOptions.problems(self),
+            *([] if several and not self.authenticated_emails_file else AccessOptions.problems(self)),
             *RuntimeOptions.problems(self),
             *EdgeOptions.problems(self),
             *WebSocketOptions.problems(self),
@@ -108,6 +156,19 @@ class Settings(
             *PageOptions.problems(self),
             *self._joint_problems(),
         ]
+
+    def _listed_problems(self) -> list[str]:
+        """With [[providers]]: the flat options that name a provider are left unset (one place each)."""
+        out = [
+            f"{flag_name(name)}: set it inside each [[providers]] entry, not as a flat option"
+            for name in _FLAT_PROVIDER
+            if name in self.model_fields_set
+        ]
+        if self.oidc_type == "embedded":
+            out.append(
+                "--oidc-type: embedded is one provider of its own; remove [[providers]] or this option"
+            )
+        return out
 
     def _joint_problems(self) -> list[str]:
         """The embedded provider with the listener and the workers; the issuer's scheme; refresh vs expiry."""
@@ -124,7 +185,12 @@ class Settings(
                 "--dev-idp-allow-remote if you really mean it"
             )
         issuer = self.oidc_issuer_url
-        if not embedded and issuer.startswith("http://") and not self.insecure_oidc_allow_http:
+        if (
+            not embedded
+            and not self._providers
+            and issuer.startswith("http://")
+            and not self.insecure_oidc_allow_http
+        ):
             if not is_loopback_url(issuer):
                 out.append(
                     f"--oidc-issuer-url: {issuer!r} is not https; use https, or pass "

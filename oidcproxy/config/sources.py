@@ -1,5 +1,9 @@
 """Where option values come from besides flags: `OIDCPROXY_*` variables and the --config TOML file.
 
+Both also carry the `[[providers]]` entries (`providers`: the file's tables, the environment's
+`OIDCPROXY_PROVIDERS_<n>_*` variables), kept apart from the flat options and checked by
+config.providers.
+
 Each source resolves what it was given through config.names, once, when it is built: aliases become
 option names, and every unknown name or option given twice becomes a problem line (fail closed).
 The file is read by pydantic-settings' own TomlConfigSettingsSource; only the name resolution and
@@ -19,6 +23,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, TomlConfigSettingsSource
 
 from oidcproxy.config.names import Names, env_given
+from oidcproxy.config.providers import env_providers
 from oidcproxy.config.values import ENV_PREFIX, env_name, kind
 from oidcproxy.errors import ConfigError
 
@@ -40,6 +45,7 @@ class EnvironmentSource(PydanticBaseSettingsSource):
     def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str] | None = None) -> None:
         super().__init__(settings_cls)
         given = env_given(os.environ if environ is None else environ, ENV_PREFIX, _ENV_RESERVED)
+        given, self.providers = env_providers(given)  # OIDCPROXY_PROVIDERS_<n>_* (config.providers)
         self.values, self.problems = option_names(settings_cls).resolve(given, env_name)
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
@@ -65,7 +71,10 @@ class TomlFileSource(TomlConfigSettingsSource):
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError([f"--config: cannot read {path_text!r}: {exc}"]) from exc
         where = f" in {path_text}"
-        self.values, self.problems = option_names(settings_cls).resolve(self.toml_data, str, where)
+        data = dict(self.toml_data)
+        listed = data.pop("providers", [])  # the [[providers]] tables (config.providers)
+        self.providers: list[Any] = listed if isinstance(listed, list) else [listed]
+        self.values, self.problems = option_names(settings_cls).resolve(data, str, where)
 
     def __call__(self) -> dict[str, Any]:
         return dict(self.values)

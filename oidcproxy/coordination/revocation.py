@@ -23,7 +23,7 @@ import logging
 
 from oidcproxy.coordination.state import SharedState
 from oidcproxy.errors import StateUnavailable
-from oidcproxy.model import Clock, Session
+from oidcproxy.model import Clock, Session, scoped
 
 __all__ = ["Revocations"]
 
@@ -55,15 +55,15 @@ class Revocations:
         if not entries:
             return False
         signed_in = session.login_time
-        at = entries.get("sid:" + session.sid) if session.sid else None
+        at = entries.get("sid:" + scoped(session.provider, session.sid)) if session.sid else None
         if at is not None and signed_in <= at:
             return True
-        at = entries.get("sub:" + session.identity.subject)
+        at = entries.get("sub:" + scoped(session.provider, session.identity.subject))
         return at is not None and signed_in <= at
 
     async def revoke(self, *, sid: str = "", sub: str = "") -> None:
-        """Revoke every session of `sid` and/or `sub` signed in until now. StateUnavailable on faults;
-        this process refuses them at once either way."""
+        """Revoke every session of `sid` and/or `sub` (as `model.scoped` keys them) signed in until now.
+        StateUnavailable on faults; this process refuses them at once either way."""
         now = self._clock()
         for kind, value in (("sid", sid), ("sub", sub)):
             if value:

@@ -1,8 +1,10 @@
 """--skip-jwt-bearer-tokens: `Authorization: Bearer <JWT>` instead of a session cookie (OKD's direct
 authentication), for kubectl, scripts and CLIs.
 
-A token passes when it is signed by the configured issuer (or one of --extra-jwt-issuers, each with
-its own audiences), unexpired, with an asymmetric algorithm the issuer advertises. An extra issuer
+A token passes when it is signed by a configured provider's issuer (with that provider's audiences;
+an Entra ID provider answers for both issuers of its tenant) or one of --extra-jwt-issuers (each
+with its own audiences), unexpired, with an asymmetric algorithm the issuer advertises. The caller
+applies the rules of the provider `verify` names. An extra issuer
 equal to ours adds an accepted audience (a CLI's own client at the same realm, as in oauth2-proxy).
 Other extra issuers are discovered lazily, each with its own cached key set. Anything malformed or
 hostile is a NotAuthenticated (401), never another error. Imports model, errors and the oidc package only.
@@ -17,8 +19,10 @@ import aiohttp
 import jwt
 
 from oidcproxy.errors import NotAuthenticated, TokenInvalid
-from oidcproxy.model import Clock
+from oidcproxy.model import DEFAULT_PROVIDER, Clock
+from oidcproxy.oidc.claims import ClaimMapping
 from oidcproxy.oidc.client import OIDCClient, ProviderConfig
+from oidcproxy.oidc.providers import Provider, Providers
 from oidcproxy.oidc.tokens import TokenCheck, is_jwt
 
 __all__ = ["BearerVerifier", "bearer_token"]
@@ -34,32 +38,45 @@ def bearer_token(authorization: str) -> str | None:
 
 
 class BearerVerifier:
+    """Verifies bearer JWTs from any configured provider (its issuers, its audiences) or extra issuer."""
+
     def __init__(
         self,
         http: aiohttp.ClientSession,
-        client: OIDCClient,
+        providers: Providers | OIDCClient,
         extra_issuers: tuple[tuple[str, str], ...],
         clock: Clock,
     ) -> None:
+        if isinstance(
+            providers, OIDCClient
+        ):  # one client: a registry of one (its claims mapped by the caller)
+            providers = Providers([Provider(DEFAULT_PROVIDER, "", providers, ClaimMapping())])
         self._http = http
-        self._client = client
+        self._providers = providers
+        self._client = providers.first.client
         self._clock = clock
-        config = client.config
-        audiences = (config.client_id, *config.extra_audiences)
-        if config.validator_client_id:
-            audiences += (config.validator_client_id,)
-        self._own: dict[str, tuple[str, ...]] = {config.issuer: audiences}
-        if config.validator_issuer:
-            self._own[config.validator_issuer] = audiences
+        # issuer -> (provider, audiences): each provider's own issuers, then its extra audiences
+        self._own: dict[str, tuple[Provider, tuple[str, ...]]] = {}
+        for provider in providers:
+            for issuer in provider.issuers:
+                self._own.setdefault(issuer, (provider, provider.audiences))
         self._extra: dict[str, tuple[str, ...]] = {}
         for issuer, audience in extra_issuers:
-            table = self._own if issuer in self._own else self._extra
-            table[issuer] = (*table.get(issuer, ()), audience)
+            if issuer in self._own:  # an extra audience of that provider (a CLI's own client)
+                provider, audiences = self._own[issuer]
+                self._own[issuer] = (provider, (*audiences, audience))
+            else:
+                self._extra[issuer] = (*self._extra.get(issuer, ()), audience)
         self._extra_clients: dict[str, OIDCClient] = {}
         self._lock = asyncio.Lock()
 
     async def claims(self, token: str) -> dict[str, Any]:
         """Verified claims, or NotAuthenticated naming why the token was refused."""
+        return (await self.verify(token))[1]
+
+    async def verify(self, token: str) -> tuple[str, dict[str, Any]]:
+        """The id of the provider whose rules apply (an extra issuer: the first provider's) and the
+        verified claims, or NotAuthenticated naming why the token was refused."""
         try:
             issuer = jwt.decode(token, options={"verify_signature": False}).get("iss")
         except jwt.PyJWTError as exc:
@@ -68,10 +85,12 @@ class BearerVerifier:
             raise NotAuthenticated(f"bearer token without a string iss: {type(issuer).__name__}")
         try:
             if issuer in self._own:
-                return await self._verify(self._client, issuer, self._own[issuer], token)
+                provider, audiences = self._own[issuer]
+                return provider.id, await self._verify(provider.client, issuer, audiences, token)
             if issuer in self._extra:
                 client = await self._extra_client(issuer)
-                return await self._verify(client, issuer, self._extra[issuer], token)
+                claims = await self._verify(client, issuer, self._extra[issuer], token)
+                return self._providers.first.id, claims
         except TokenInvalid as exc:
             public = exc.public if exc.public != TokenInvalid.public else None
             raise NotAuthenticated(f"bearer token refused: {exc.detail}", public=public) from None

@@ -74,6 +74,9 @@ class ProviderConfig:
     jwks_stale_if_error_s: float = 86400.0
     max_response_bytes: int = MAX_RESPONSE_BYTES
     profile_claims: tuple[str, str] = ("email", "groups")
+    redirect_url: str = ""  # our callback registered there; empty: built from the request
+    # Further issuers of the same provider whose tokens are accepted (Entra ID: the tenant's v1 issuer).
+    also_issuers: tuple[str, ...] = ()
 
 
 class OIDCClient:
@@ -200,7 +203,7 @@ class OIDCClient:
     async def verify_id_token(self, token: str, nonce: str | None) -> dict[str, Any]:
         meta = await self.metadata()
         check = TokenCheck(
-            issuer=meta.issuer,
+            issuer=self.issuers(meta),
             audiences=(self.config.client_id, *self.config.extra_audiences),
             algorithms=self.algorithms(meta),
             client_id=self.config.client_id,
@@ -216,7 +219,7 @@ class OIDCClient:
             return
         meta = await self.metadata()
         check = TokenCheck(
-            issuer=self.config.validator_issuer or meta.issuer,
+            issuer=(self.config.validator_issuer,) if self.config.validator_issuer else self.issuers(meta),
             audiences=(
                 self.config.validator_client_id or self.config.client_id,
                 *self.config.extra_audiences,
@@ -254,6 +257,10 @@ class OIDCClient:
         if status != 200:  # RFC 7009 2.2: 200 also for a token already invalid
             raise IdPUnavailable(f"revocation endpoint answered {status}")
         return True
+
+    def issuers(self, meta: ProviderMetadata) -> tuple[str, ...]:
+        """The issuers whose tokens this provider's checks accept: its own, and `also_issuers`."""
+        return (meta.issuer, *self.config.also_issuers)
 
     @staticmethod
     def algorithms(meta: ProviderMetadata) -> tuple[str, ...]:

@@ -36,6 +36,8 @@ class ProviderMetadata:
     revocation_endpoint: str = ""
     id_token_signing_alg_values_supported: tuple[str, ...] = ("RS256",)
     token_endpoint_auth_methods_supported: tuple[str, ...] = ("client_secret_basic",)
+    # RFC 9207: the provider puts `iss` in its authorization responses, so a callback must carry it.
+    authorization_response_iss_parameter_supported: bool = False
 
     @classmethod
     def from_document(cls, issuer: str, doc: dict[str, Any]) -> ProviderMetadata:
@@ -60,6 +62,9 @@ class ProviderMetadata:
             ),
             token_endpoint_auth_methods_supported=tuple(
                 doc.get("token_endpoint_auth_methods_supported") or ("client_secret_basic",)
+            ),
+            authorization_response_iss_parameter_supported=(
+                doc.get("authorization_response_iss_parameter_supported") is True
             ),
         )
 

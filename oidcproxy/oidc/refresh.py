@@ -35,8 +35,7 @@ from oidcproxy.errors import (
     StateUnavailable,
 )
 from oidcproxy.model import Clock, Session
-from oidcproxy.oidc.claims import ClaimMapping
-from oidcproxy.oidc.client import OIDCClient
+from oidcproxy.oidc.providers import Providers
 
 __all__ = ["RefreshPolicy", "RefreshState", "Refresher", "SessionSeal", "refresh_state"]
 
@@ -83,16 +82,14 @@ class Refresher:
 
     def __init__(
         self,
-        client: OIDCClient,
-        claims: ClaimMapping,
+        providers: Providers,
         policy: RefreshPolicy,
         clock: Clock,
         *,
         shared: SharedState,
         seal: SessionSeal,
     ) -> None:
-        self._client = client
-        self._claims = claims
+        self._providers = providers
         self.policy = policy
         self._clock = clock
         self._shared = shared
@@ -192,13 +189,14 @@ class Refresher:
         raise RefreshSuperseded("old cookie: its refresh token was already redeemed for a newer one")
 
     async def _refresh(self, session: Session) -> Session:
-        tokens, claims = await self._client.refresh(session.tokens)
+        provider = self._providers.for_session(session)  # the provider that signed this session in
+        tokens, claims = await provider.client.refresh(session.tokens)
         identity = session.identity
         if claims is not None:
             if claims.get("sub") != identity.subject:
                 # OIDC Core 12.2: a refreshed ID token must be about the same person.
                 raise RefreshRefused("refreshed ID token names another subject", "invalid_grant")
-            identity = self._claims.identity(claims)
+            identity = provider.claims.identity(claims)
         log.info("session refreshed: %s", identity.email or identity.user)
         return dataclasses.replace(session, identity=identity, tokens=tokens, created_at=self._clock())
 

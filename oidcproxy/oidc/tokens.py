@@ -30,7 +30,7 @@ _NO_SUB = (
 
 @dataclass(frozen=True, slots=True)
 class TokenCheck:
-    issuer: str
+    issuer: str | tuple[str, ...]  # several: any of them (Entra ID's v1 and v2 issuer of one tenant)
     audiences: tuple[str, ...]
     algorithms: tuple[str, ...]
     client_id: str = ""
@@ -69,7 +69,7 @@ def check_claims(
             key,
             algorithms=list(check.algorithms),
             audience=list(check.audiences),
-            issuer=check.issuer,
+            issuer=check.issuer if isinstance(check.issuer, str) else list(check.issuer),
             options={
                 "require": _REQUIRED if check.require_iat else [r for r in _REQUIRED if r != "iat"],
                 "verify_exp": False,  # checked below against the injected clock

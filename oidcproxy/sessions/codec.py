@@ -6,6 +6,8 @@ keeps what this makes. Imports only model and keys.
 
 Versions: v0 (`j`/`z`) holds twelve fields; v1 (`k`/`y`) adds the provider's `sid` and the sign-in
 time. New cookies are v1; v0 cookies still open (with no sid, signed in at their `created_at`).
+A session of any provider but "default" (oidc.providers) is wrapped: `p` <provider id> NUL <v1 body>.
+So the one-provider case stays v1 byte for byte, and every older cookie opens as provider "default".
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import json
 import zlib
 
-from oidcproxy.model import Identity, Session, Tokens
+from oidcproxy.model import DEFAULT_PROVIDER, Identity, Session, Tokens
 from oidcproxy.sessions.keys import KeyRing
 
 __all__ = ["SessionCodec"]
@@ -23,6 +25,7 @@ _V0_DEFLATED = b"z"
 _V1_PLAIN = b"k"
 _V1_DEFLATED = b"y"
 _DEFLATED = (_V0_DEFLATED, _V1_DEFLATED)
+_PROVIDER = b"p"
 
 
 class SessionCodec:
@@ -47,6 +50,8 @@ class SessionCodec:
         raw = json.dumps(fields, separators=(",", ":")).encode()
         packed = zlib.compress(raw, 6)
         body = _V1_DEFLATED + packed if len(packed) < len(raw) else _V1_PLAIN + raw
+        if session.provider != DEFAULT_PROVIDER:
+            body = _PROVIDER + session.provider.encode() + b"\0" + body
         return self._keys.seal(body, self._aad)
 
     def needs_reseal(self, sealed: str) -> bool:
@@ -56,6 +61,10 @@ class SessionCodec:
         body = self._keys.open(sealed, self._aad)
         if body is None:
             return None
+        provider = DEFAULT_PROVIDER
+        if body[:1] == _PROVIDER:
+            name, _, body = body[1:].partition(b"\0")
+            provider = name.decode("ascii", "replace")
         version = body[:1]
         if version not in (_V0_PLAIN, _V0_DEFLATED, _V1_PLAIN, _V1_DEFLATED):
             return None
@@ -69,6 +78,8 @@ class SessionCodec:
             )
             identity = Identity(sub, email, bool(verified), user, pref, tuple(groups))
             tokens = Tokens(idt, at, rt, float(texp))
-            return Session(identity, tokens, float(created), float(exp), str(sid), float(signed_in))
+            return Session(
+                identity, tokens, float(created), float(exp), str(sid), float(signed_in), provider=provider
+            )
         except (ValueError, TypeError, zlib.error):
             return None

@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Mapping
 from typing import Any, TypeVar
 
 from oidcproxy.errors import StoreUnavailable
-from oidcproxy.model import Clock, Session
+from oidcproxy.model import Clock, Session, scoped
 from oidcproxy.redisconn import REDIS_FAULTS, RedisClient, raise_if_cancelled
 from oidcproxy.sessions.codec import SessionCodec
 from oidcproxy.sessions.cookies import CookiePolicy, SetCookie, chunk_names, join_cookie
@@ -202,9 +202,10 @@ class RedisSessionStore:
         return [f"{self._prefix}{kind}:{tag}" for tag in self._keys.tags(f"{kind}:{value}".encode())]
 
     def _indexes(self, session: Session) -> list[str]:
-        """Under the sealing secret only; `end_sessions` looks under every secret."""
-        out = self._tagged("sub", session.identity.subject)[:1]
-        return out + self._tagged("sid", session.sid)[:1]
+        """Under the sealing secret only; `end_sessions` looks under every secret. Keyed as
+        `model.scoped` keys them: one provider's sign-out never reaches another provider's sessions."""
+        out = self._tagged("sub", scoped(session.provider, session.identity.subject))[:1]
+        return out + self._tagged("sid", scoped(session.provider, session.sid))[:1]
 
     def _remember(self, header: str, session: Session) -> None:
         self._cache[header] = (session, self._clock())

@@ -18,7 +18,7 @@ import aiohttp
 from aiohttp import web
 
 from oidcproxy.authz import Policy
-from oidcproxy.config import Settings, split_address
+from oidcproxy.config import ProviderSpec, Settings, split_address
 from oidcproxy.coordination import (
     LocalState,
     Revocations,
@@ -36,10 +36,13 @@ from oidcproxy.oidc import (
     ClaimMapping,
     Endpoints,
     OIDCClient,
+    Provider,
     ProviderConfig,
+    Providers,
     Refresher,
     RefreshPolicy,
     SignOut,
+    entra_issuers,
     parse_pairs,
     ssl_context,
 )
@@ -62,7 +65,9 @@ from oidcproxy.web.appkeys import (
     METRICS,
     OIDC,
     PAGES,
+    POLICIES,
     POLICY,
+    PROVIDERS,
     PROXY,
     REDIS,
     REFRESHER,
@@ -72,6 +77,7 @@ from oidcproxy.web.appkeys import (
     SETTINGS,
     SHARED,
     SIGN_OUT,
+    SIGN_OUTS,
     STARTED,
 )
 from oidcproxy.web.demo import build_demo_app
@@ -129,25 +135,30 @@ def build_app(
         shared=shared,
         pkce=settings.code_challenge_method == "S256",
     )
-    app[POLICY] = Policy.build(
-        settings.email_domain,
-        settings.allowed_emails(),
-        settings.insecure_allow_unverified_email,
-        settings.allowed_group,
-    )
+    specs = settings.providers()
+    emails = settings.allowed_emails()
+    app[POLICIES] = {
+        spec.id: Policy.build(
+            spec.email_domain, emails, settings.insecure_allow_unverified_email, spec.allowed_group
+        )
+        for spec in specs
+    }
+    app[POLICY] = app[POLICIES][specs[0].id]
     app[EDGE] = _edge(settings)
     answer_431(app, settings.max_header_size)
-    provider = _provider_config(settings)
+    configs = [_provider_config(settings, spec) for spec in specs]
     if settings.oidc_type == "embedded":
-        provider = _mount_embedded_idp(app, settings, provider, clock)
-    app[CLAIMS] = _claim_mapping(settings, provider.issuer)
+        configs = [_mount_embedded_idp(app, settings, configs[0], clock)]
+    claims = [_claim_mapping(spec, config.issuer) for spec, config in zip(specs, configs, strict=True)]
+    app[CLAIMS] = claims[0]
     app.on_response_prepare.append(handlers.stashed_cookies)
     app.on_response_prepare.append(remember_started)
     app.on_response_prepare.append(_close_when_draining)
     app.on_shutdown.append(_websockets_going_away)
     app.cleanup_ctx.append(_shared_ctx)
     seal = SessionCodec(keys, cookie_policy.name)
-    app.cleanup_ctx.append(functools.partial(_oidc_ctx, config=provider, seal=seal))
+    plan = [(spec.id, spec.button, c, m) for spec, c, m in zip(specs, configs, claims, strict=True)]
+    app.cleanup_ctx.append(functools.partial(_oidc_ctx, plan=plan, seal=seal))
     app.cleanup_ctx.append(_upstream_ctx)
     if metrics.enabled:
         app.cleanup_ctx.append(_metrics_ctx)
@@ -236,7 +247,7 @@ def _edge(settings: Settings) -> Edge:
         reverse_proxy=settings.reverse_proxy,
         trusted_proxy_ip=settings.trusted_proxy_ip,
         whitelist_domain=settings.whitelist_domain,
-        own_urls=[settings.redirect_url],
+        own_urls=[settings.redirect_url, *(p.redirect_url for p in settings.providers())],
         skip_auth_route=settings.skip_auth_route,
         skip_auth_preflight=settings.skip_auth_preflight,
         api_route=settings.api_route,
@@ -252,40 +263,42 @@ def _view(edge: Edge, request: web.Request) -> tuple[str, str, str, str]:
     return ext.scheme, ext.host, f"{chain}, {peer}" if chain else peer, request.get(REQUEST_ID, "")
 
 
-def _provider_config(settings: Settings) -> ProviderConfig:
+def _provider_config(settings: Settings, spec: ProviderSpec) -> ProviderConfig:
+    """One provider's client configuration: the spec's own options, the limits shared by all."""
     endpoints = None
-    if settings.skip_oidc_discovery:
-        endpoints = Endpoints(
-            settings.login_url, settings.redeem_url, settings.oidc_jwks_url, settings.profile_url
-        )
+    if spec.skip_oidc_discovery:
+        endpoints = Endpoints(spec.login_url, spec.redeem_url, spec.oidc_jwks_url, spec.profile_url)
+    tenant = spec.entra_tenant
     return ProviderConfig(
-        issuer=settings.oidc_issuer_url,
-        client_id=settings.client_id,
-        client_secret=settings.client_secret_value(),
-        scope=settings.scope,
-        extra_audiences=tuple(settings.oidc_extra_audience),
-        validator_issuer=settings.oidc_validator_issuer_url,
-        validator_client_id=settings.oidc_validator_client_id,
-        use_access_token=settings.oidc_use_access_token,
+        issuer=spec.oidc_issuer_url,
+        client_id=spec.client_id,
+        client_secret=spec.client_secret_value(),
+        scope=spec.scope,
+        extra_audiences=tuple(spec.oidc_extra_audience),
+        validator_issuer=spec.oidc_validator_issuer_url,
+        validator_client_id=spec.oidc_validator_client_id,
+        use_access_token=spec.oidc_use_access_token,
         endpoints=endpoints,
-        auth_extra_params=parse_pairs(settings.auth_extra_param),
+        auth_extra_params=parse_pairs(spec.auth_extra_param),
         jwks_min_refetch_s=settings.oidc_jwks_min_refetch,
         jwks_stale_if_error_s=settings.oidc_jwks_stale_if_error,
         max_response_bytes=settings.provider_max_response_size,
-        profile_claims=(settings.oidc_email_claim, settings.oidc_groups_claim),
+        profile_claims=(spec.oidc_email_claim, spec.oidc_groups_claim),
+        also_issuers=entra_issuers(tenant)[1:] if tenant else (),
+        redirect_url=spec.redirect_url,
     )
 
 
-def _claim_mapping(settings: Settings, issuer: str) -> ClaimMapping:
+def _claim_mapping(spec: ProviderSpec, issuer: str) -> ClaimMapping:
     return ClaimMapping(
-        email_claim=settings.oidc_email_claim,
-        groups_claim=settings.oidc_groups_claim,
-        username_claim=settings.oidc_username_claim,
-        username_prefix=settings.oidc_username_prefix,
-        username_prefix_policy=settings.oidc_username_prefix_policy,
-        groups_prefix=settings.oidc_groups_prefix,
+        email_claim=spec.oidc_email_claim,
+        groups_claim=spec.oidc_groups_claim,
+        username_claim=spec.oidc_username_claim,
+        username_prefix=spec.oidc_username_prefix,
+        username_prefix_policy=spec.oidc_username_prefix_policy,
+        groups_prefix=spec.oidc_groups_prefix,
         issuer=issuer,
-        required=parse_pairs(settings.oidc_required_claim),
+        required=parse_pairs(spec.oidc_required_claim),
     )
 
 
@@ -338,6 +351,7 @@ def _routes(app: web.Application) -> None:
     app.router.add_get("/oauth2/sign_in", handlers.sign_in)
     app.router.add_get("/oauth2/start", handlers.start)
     app.router.add_get("/oauth2/callback", handlers.callback)
+    app.router.add_get("/oauth2/callback/{provider}", handlers.callback)
     app.router.add_route("*", "/oauth2/sign_out", handlers.sign_out)
     app.router.add_get(handlers.SIGNED_OUT_PATH, handlers.signed_out)
     app.router.add_post("/oauth2/backchannel-logout", handlers.backchannel_logout)
@@ -351,7 +365,10 @@ def _routes(app: web.Application) -> None:
 
 
 async def _oidc_ctx(
-    app: web.Application, *, config: ProviderConfig, seal: SessionCodec
+    app: web.Application,
+    *,
+    plan: list[tuple[str, str, ProviderConfig, ClaimMapping]],
+    seal: SessionCodec,
 ) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     timeout = aiohttp.ClientTimeout(total=settings.provider_timeout)
@@ -360,24 +377,36 @@ async def _oidc_ctx(
     async with aiohttp.ClientSession(
         timeout=timeout, cookie_jar=aiohttp.DummyCookieJar(), connector=connector, trace_configs=traces
     ) as http:
-        client = app[OIDC] = OIDCClient(http, config, app[CLOCK])
-        _mirror_key_set(app[METRICS], client)
+        providers = app[PROVIDERS] = Providers(
+            [
+                Provider(pid, name, OIDCClient(http, config, app[CLOCK]), claims)
+                for pid, name, config, claims in plan
+            ]
+        )
+        client = app[OIDC] = providers.first.client
+        _mirror_key_set(app[METRICS], client)  # the first provider's key set
         # A refresh may fetch keys and userinfo too: the lock outlives a slow but successful one.
         lock_s = 3 * settings.provider_timeout + 5
         policy = RefreshPolicy(cookie_refresh_s=settings.cookie_refresh, lock_s=lock_s)
-        app[REFRESHER] = Refresher(client, app[CLAIMS], policy, app[CLOCK], shared=app[SHARED], seal=seal)
+        app[REFRESHER] = Refresher(providers, policy, app[CLOCK], shared=app[SHARED], seal=seal)
         if settings.skip_jwt_bearer_tokens:
             extra = parse_pairs(settings.extra_jwt_issuers)
-            app[BEARER] = BearerVerifier(http, client, extra, app[CLOCK])
-        app[SIGN_OUT] = SignOut(
-            client, http, app[SHARED], app[CLOCK], backend_logout_url=settings.backend_logout_url
-        )
+            app[BEARER] = BearerVerifier(http, providers, extra, app[CLOCK])
+        app[SIGN_OUTS] = {
+            p.id: SignOut(
+                p.client, http, app[SHARED], app[CLOCK], backend_logout_url=settings.backend_logout_url
+            )
+            for p in providers
+        }
+        app[SIGN_OUT] = app[SIGN_OUTS][providers.first.id]
         yield
-        await app[SIGN_OUT].close()
+        for sign_out in app[SIGN_OUTS].values():
+            await sign_out.close()
         await app[REFRESHER].close()
         if BEARER in app:
             await app[BEARER].close()
-        await client.close()
+        for provider in providers:
+            await provider.client.close()
 
 
 def _provider_endpoints(app: web.Application) -> Callable[[], Mapping[str, str]]:

@@ -14,7 +14,7 @@ from oidcproxy.forwarded import Edge
 from oidcproxy.idp import DevIdP
 from oidcproxy.login import LoginFlow
 from oidcproxy.model import Clock, Identity
-from oidcproxy.oidc import BearerVerifier, ClaimMapping, OIDCClient, Refresher, SignOut
+from oidcproxy.oidc import BearerVerifier, ClaimMapping, OIDCClient, Providers, Refresher, SignOut
 from oidcproxy.proxy import UPSTREAM, UpstreamProxy
 from oidcproxy.redisconn import RedisClient
 from oidcproxy.sessions.cookies import SetCookie
@@ -34,7 +34,9 @@ __all__ = [
     "METRICS",
     "OIDC",
     "PAGES",
+    "POLICIES",
     "POLICY",
+    "PROVIDERS",
     "PROXY",
     "REDIS",
     "REFRESHER",
@@ -44,6 +46,7 @@ __all__ = [
     "SETTINGS",
     "SHARED",
     "SIGN_OUT",
+    "SIGN_OUTS",
     "SET_COOKIES",
     "STARTED",
     "UPSTREAM",
@@ -53,9 +56,12 @@ SETTINGS = web.AppKey("settings", Settings)
 CLOCK: web.AppKey[Clock] = web.AppKey("clock")
 SESSIONS: web.AppKey[SessionStore] = web.AppKey("sessions")
 LOGIN = web.AppKey("login", LoginFlow)
-OIDC = web.AppKey("oidc", OIDCClient)
-CLAIMS = web.AppKey("claims", ClaimMapping)
-POLICY = web.AppKey("policy", Policy)
+OIDC = web.AppKey("oidc", OIDCClient)  # the first provider's client (PROVIDERS has them all)
+CLAIMS = web.AppKey("claims", ClaimMapping)  # the first provider's claim mapping
+POLICY = web.AppKey("policy", Policy)  # the first provider's rules (POLICIES has them all)
+# The configured providers by id (oidc.providers), and each one's rules: a session passes only its own.
+PROVIDERS = web.AppKey("providers", Providers)
+POLICIES: web.AppKey[dict[str, Policy]] = web.AppKey("policies")
 PROXY = web.AppKey("proxy", UpstreamProxy)
 REFRESHER = web.AppKey("refresher", Refresher)
 BEARER = web.AppKey("bearer", BearerVerifier)  # only with --skip-jwt-bearer-tokens
@@ -68,7 +74,8 @@ METRICS = web.AppKey("metrics", Metrics)  # recorders that do nothing without --
 SHARED: web.AppKey[SharedState] = web.AppKey("shared")
 # The revocation list's local copy (checked on every request) and the provider side of sign-out.
 REVOKED = web.AppKey("revoked", Revocations)
-SIGN_OUT = web.AppKey("sign_out", SignOut)
+SIGN_OUT = web.AppKey("sign_out", SignOut)  # the first provider's (SIGN_OUTS has each provider's)
+SIGN_OUTS: web.AppKey[dict[str, SignOut]] = web.AppKey("sign_outs")
 EMBEDDED_IDP = web.AppKey("embedded_idp", DevIdP)  # only with --oidc-type embedded
 # Set on SIGTERM (serve.py): /ready answers 503 from then on, so the ingress stops sending new requests.
 DRAINING = web.AppKey("draining", asyncio.Event)

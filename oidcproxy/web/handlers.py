@@ -17,6 +17,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from oidcproxy.authz import Policy
 from oidcproxy.coordination import Revocations
 from oidcproxy.errors import (
     Forbidden,
@@ -34,29 +35,28 @@ from oidcproxy.errors import (
 )
 from oidcproxy.forwarded import External, Original, callback_url, external_base
 from oidcproxy.login import Callback, return_target
-from oidcproxy.model import Identity, Session, Tokens
-from oidcproxy.oidc import bearer_token, end_session_url, refresh_state
+from oidcproxy.model import Identity, Session, Tokens, scoped
+from oidcproxy.oidc import Provider, authorization_iss_problem, bearer_token, end_session_url, refresh_state
 from oidcproxy.proxy import auth_request_headers, is_websocket_upgrade
 from oidcproxy.sessions.cookies import SetCookie, secure_attribute
 from oidcproxy.sessions.store import MISS
 from oidcproxy.web.appkeys import (
     BEARER,
-    CLAIMS,
     CLOCK,
     DRAINING,
     EDGE,
     IDENTITY,
     LOGIN,
     METRICS,
-    OIDC,
-    POLICY,
+    POLICIES,
+    PROVIDERS,
     PROXY,
     REFRESHER,
     REVOKED,
     SESSIONS,
     SET_COOKIES,
     SETTINGS,
-    SIGN_OUT,
+    SIGN_OUTS,
 )
 from oidcproxy.web.audit import audit
 from oidcproxy.web.middleware import page, pages, redirect, wants_html
@@ -105,21 +105,34 @@ def apply_cookies(
 
 async def sign_in(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS]
-    rd = _return_to(request)
-    if settings.skip_provider_button:
+    rd = quote(_return_to(request), safe="")
+    providers = request.app[PROVIDERS]
+    if settings.skip_provider_button and providers.single:
         return await start(request)
-    response = page((await pages(request)).sign_in("/oauth2/start?rd=" + quote(rd, safe="")))
+    if providers.single:
+        html = (await pages(request)).sign_in("/oauth2/start?rd=" + rd)
+    else:  # the chooser: one button a provider, in the order configured
+        choices = [(f"/oauth2/start?provider={quote(p.id)}&rd={rd}", p.display_name) for p in providers]
+        html = (await pages(request)).choose(choices)
+    response = page(html)
     apply_cookies(response, await _clear(request), scheme=_scheme(request))
     return response
 
 
 async def start(request: web.Request) -> web.StreamResponse:
+    """`/oauth2/start?provider=ID`; without one, the only provider, or the chooser when several."""
     app = request.app
+    providers = app[PROVIDERS]
+    if not providers.single and "provider" not in request.query:
+        return redirect("/oauth2/sign_in?rd=" + quote(_return_to(request), safe=""))
+    provider = providers.get(request.query.get("provider", providers.first.id))
     return_to = _return_to(request)
     ext = _external(request)
-    redirect_uri = callback_url(app[SETTINGS].redirect_url, ext.scheme, ext.host)
-    attempt, login_cookie = app[LOGIN].begin(return_to, redirect_uri)
-    url = await app[OIDC].authorize_url(
+    configured = provider.client.config.redirect_url or app[SETTINGS].redirect_url
+    path_id = "" if providers.single else provider.id
+    redirect_uri = callback_url(configured, ext.scheme, ext.host, path_id)
+    attempt, login_cookie = app[LOGIN].begin(return_to, redirect_uri, provider.id)
+    url = await provider.client.authorize_url(
         attempt.redirect_uri, attempt.state, attempt.nonce, attempt.code_challenge
     )
     response = redirect(url)
@@ -178,11 +191,12 @@ _FAILURES: tuple[tuple[type[Exception], str], ...] = (
 async def _signed_in(request: web.Request, done: Callback) -> web.StreamResponse:
     app = request.app
     attempt = done.attempt
-    tokens, claims = await app[OIDC].exchange(
+    provider = await _callback_provider(request, attempt.provider)
+    tokens, claims = await provider.client.exchange(
         done.code, redirect_uri=attempt.redirect_uri, verifier=attempt.verifier, nonce=attempt.nonce
     )
-    identity = request[IDENTITY] = app[CLAIMS].identity(claims)
-    app[POLICY].require(identity)
+    identity = request[IDENTITY] = provider.claims.identity(claims)
+    app[POLICIES][provider.id].require(identity)
     now = app[CLOCK]()
     session = Session(
         identity,
@@ -191,8 +205,9 @@ async def _signed_in(request: web.Request, done: Callback) -> web.StreamResponse
         expires_at=now + app[SETTINGS].cookie_expire,
         sid=_provider_sid(claims),
         signed_in_at=now,
+        provider=provider.id,
     )
-    audit("sign_in", request)
+    audit("sign_in", request, provider=provider.id)
     response = redirect(done.attempt.return_to)
     scheme = _scheme(request)
     apply_cookies(response, await _save(request, session), scheme=scheme)
@@ -206,18 +221,46 @@ def _provider_sid(claims: dict[str, Any]) -> str:
     return sid if isinstance(sid, str) and sid else "oidcproxy:" + secrets.token_urlsafe(16)
 
 
+async def _callback_provider(request: web.Request, bound: str) -> Provider:
+    """Mix-up defence (RFC 9700 4.4): the callback's path names the provider the login state is bound
+    to (each provider has its own callback when there are several), and its `iss` (RFC 9207) is that
+    provider's. LoginFailed (400) otherwise, before any code is sent anywhere."""
+    providers = request.app[PROVIDERS]
+    named = request.match_info.get("provider")
+    if named is None and not providers.single:
+        raise LoginFailed("callback at /oauth2/callback, but each provider has its own /oauth2/callback/<id>")
+    if named is not None and (providers.single or named != bound):
+        log.warning("login refused: provider %r answered a login bound to %r (mix-up?)", named[:40], bound)
+        raise LoginFailed(f"callback for provider {named[:40]!r}, login state bound to {bound!r}")
+    provider = providers.get(bound)
+    problem = authorization_iss_problem(await provider.client.metadata(), request.query.get("iss"))
+    if problem:
+        log.warning("login refused at provider %s: %s", provider.id, problem)
+        raise LoginFailed(problem)
+    return provider
+
+
 async def sign_out(request: web.Request) -> web.StreamResponse:
     """End the session here, revoke it everywhere, and (RP-initiated logout) at the provider too."""
     app = request.app
     session = await _open(request)
-    endpoint = await app[SIGN_OUT].end_session_endpoint() if app[SETTINGS].provider_sign_out else ""
+    provider = _provider_of(request, session)  # RP-initiated logout and revocation go to its provider
+    at = app[SIGN_OUTS][provider.id]
+    endpoint = await at.end_session_endpoint() if app[SETTINGS].provider_sign_out else ""
     if session is not None:
-        await _revoke(request, sid=session.sid)  # a copy of this cookie is refused from now on
-        app[SIGN_OUT].revoke_later(session.tokens, at_provider=bool(endpoint))
-    audit("sign_out", request, identity=session.identity if session else None, had_session=bool(session))
+        # a copy of this cookie is refused from now on
+        await _revoke(request, sid=scoped(session.provider, session.sid))
+        at.revoke_later(session.tokens, at_provider=bool(endpoint))
+    audit(
+        "sign_out",
+        request,
+        identity=session.identity if session else None,
+        had_session=bool(session),
+        provider=provider.id,
+    )
     rd = request.query.get("rd")
     if endpoint:
-        response = redirect(_end_session(request, endpoint, session))
+        response = redirect(_end_session(request, endpoint, session, provider.client.config.client_id))
     elif rd:
         response = redirect(_return_to(request))
     else:
@@ -226,7 +269,18 @@ async def sign_out(request: web.Request) -> web.StreamResponse:
     return response
 
 
-def _end_session(request: web.Request, endpoint: str, session: Session | None) -> str:
+def _provider_of(request: web.Request, session: Session | None) -> Provider:
+    """The session's provider (the first one for no session, or a provider no longer configured)."""
+    providers = request.app[PROVIDERS]
+    if session is None:
+        return providers.first
+    try:
+        return providers.for_session(session)
+    except NotAuthenticated:
+        return providers.first
+
+
+def _end_session(request: web.Request, endpoint: str, session: Session | None, client_id: str) -> str:
     """The provider's end_session_endpoint, told to send the browser back to SIGNED_OUT_PATH."""
     app = request.app
     ext = _external(request)
@@ -236,7 +290,7 @@ def _end_session(request: web.Request, endpoint: str, session: Session | None) -
     return end_session_url(
         endpoint,
         id_token=session.tokens.id_token if session is not None else "",
-        client_id=app[OIDC].config.client_id,
+        client_id=client_id,
         post_logout_redirect_uri=base + SIGNED_OUT_PATH,
         state=app[LOGIN].sign_out_state(back_to),
     )
@@ -260,13 +314,22 @@ async def backchannel_logout(request: web.Request) -> web.StreamResponse:
     token = form.get("logout_token")
     if not isinstance(token, str) or not token:
         raise LogoutTokenRefused("back-channel logout without a logout_token")
-    done = await request.app[SIGN_OUT].verify(token)
-    # Section 2.7: a sid names one provider session; a sub alone, every session of that person.
+    provider = request.app[PROVIDERS].of_token(token)  # its iss; verified by that provider next
+    done = await request.app[SIGN_OUTS][provider.id].verify(token)
+    # Section 2.7: a sid names one provider session; a sub alone, every session of that person. Both
+    # scoped to the provider: a logout token from one provider never ends another's sessions.
     if done.sid:
-        await _revoke(request, sid=done.sid)
+        await _revoke(request, sid=scoped(provider.id, done.sid))
     else:
-        await _revoke(request, sub=done.sub)
-    audit("session_revoked", request, reason="back-channel logout", sid=done.sid, revoked_sub=done.sub)
+        await _revoke(request, sub=scoped(provider.id, done.sub))
+    audit(
+        "session_revoked",
+        request,
+        reason="back-channel logout",
+        sid=done.sid,
+        revoked_sub=done.sub,
+        provider=provider.id,
+    )
     return web.Response(status=200, headers={"Cache-Control": "no-store"})
 
 
@@ -382,7 +445,7 @@ async def auth(request: web.Request) -> web.StreamResponse:
         seen.unauthenticated.inc()
         return _unauthenticated(request, original)
     ident = request[IDENTITY] = session.identity
-    decision = app[POLICY].evaluate(ident)
+    decision = _policy(request, session.provider).evaluate(ident)
     if not decision.allowed or not _query_allows(request, ident):
         reason = decision.reason if not decision.allowed else "allowed_groups/allowed_emails of the query"
         audit("denied", request, reason=reason)
@@ -441,7 +504,8 @@ async def ready(request: web.Request) -> web.StreamResponse:
     if request.app[DRAINING].is_set():  # SIGTERM: the ingress should stop sending new requests here
         return web.Response(status=503, text="shutting down", headers={"Connection": "close"})
     try:
-        await request.app[OIDC].metadata()
+        for provider in request.app[PROVIDERS]:
+            await provider.client.metadata()
     except IdPUnavailable as exc:
         log.warning("not ready: %s", exc.detail)
         return web.Response(status=503, text="provider discovery not loaded")
@@ -462,10 +526,11 @@ async def gate(request: web.Request) -> web.StreamResponse:
             _same_origin_websocket(request)
             session = await _fresh(request, session)
             identity, tokens, expires_at = session.identity, session.tokens, session.expires_at
+            provider = session.provider
         else:
-            identity, tokens = await _bearer(request)
+            provider, identity, tokens = await _bearer(request)
         request[IDENTITY] = identity
-        app[POLICY].require(identity)
+        _policy(request, provider).require(identity)
     except NotAuthenticated:
         seen.unauthenticated.inc()
         raise
@@ -493,6 +558,15 @@ def _same_origin_websocket(request: web.Request) -> None:
         exc = Forbidden(f"websocket from foreign Origin {origin[:100]!r}; add it with --whitelist-domain")
         audit("denied", request, reason=exc.detail)
         raise exc
+
+
+def _policy(request: web.Request, provider: str) -> Policy:
+    """The rules of the provider that signed the session in (or issued the bearer token): a session
+    of one provider never passes by another's rules."""
+    found = request.app[POLICIES].get(provider)
+    if found is None:
+        raise NotAuthenticated(f"session of provider {provider[:40]!r}, which is not configured")
+    return found
 
 
 async def _fresh(request: web.Request, session: Session) -> Session:
@@ -531,18 +605,20 @@ async def _fresh(request: web.Request, session: Session) -> Session:
     return fresh
 
 
-async def _bearer(request: web.Request) -> tuple[Identity, Tokens]:
-    """--skip-jwt-bearer-tokens: a verified `Authorization: Bearer` JWT stands in for the cookie."""
+async def _bearer(request: web.Request) -> tuple[str, Identity, Tokens]:
+    """--skip-jwt-bearer-tokens: a verified `Authorization: Bearer` JWT stands in for the cookie;
+    answers the id of the provider whose claim mapping and rules apply."""
     verifier = request.app.get(BEARER)
     token = bearer_token(request.headers.get("Authorization", "")) if verifier else None
     if verifier is None or token is None:
         raise NotAuthenticated("no valid session cookie")
     try:
-        identity = request.app[CLAIMS].identity(await verifier.claims(token))
+        provider_id, claims = await verifier.verify(token)
+        identity = request.app[PROVIDERS].get(provider_id).claims.identity(claims)
     except (NotAuthenticated, Forbidden, LoginFailed) as exc:
         audit("bearer_refused", request, reason=exc.detail)
         raise
-    return identity, Tokens(id_token=token)
+    return provider_id, identity, Tokens(id_token=token)
 
 
 async def stashed_cookies(request: web.Request, response: web.StreamResponse) -> None:

@@ -1,5 +1,6 @@
-"""In a real browser: the login round-trip, WebSockets, sign-out, expiry, 403 and two tabs, against the
-npm oidc-provider and the embedded provider; every page is screenshot and checked with axe-core.
+"""In a real browser: the login round-trip, WebSockets, sign-out, expiry, 403, two tabs and the chooser of
+several providers, against the npm oidc-provider and the embedded provider; every page is screenshot and
+checked with axe-core.
 
 Chromium is Debian's, driven by selenium through chromedriver (scripts/test.sh installs both). The
 proxy app and the demo upstream run on a loop in a background thread (tests/support/browser.py), so
@@ -22,9 +23,14 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from oidcproxy.config import Settings
 from oidcproxy.errors import HeadersTooLarge, ProxyError
+from oidcproxy.idp import IdPClient, IdPConfig
+from oidcproxy.idp.app import DevIdP
+from oidcproxy.web.app import build_app
 from oidcproxy.web.middleware import page
 from oidcproxy.web.pages import PageOptions, Pages
+from tests.factories import COOKIE_SECRET
 from tests.support.browser import (
     SCREENSHOTS,
     Browser,
@@ -35,7 +41,7 @@ from tests.support.browser import (
     free_port,
     serve_app,
 )
-from tests.support.nodeidp import NodeIdP
+from tests.support.nodeidp import NodeIdP, start_node_idp
 
 pytestmark = pytest.mark.browser
 
@@ -441,3 +447,50 @@ def test_banner_footer_logo_and_custom_templates(browser_: Browser, loop: LoopTh
     assert b.driver.execute_script("return arguments[0].naturalWidth", img) == 120
     assert b.has("body.acme"), "the layout from --custom-templates-dir is used"
     b.check("sign-in-customised")
+
+
+# --- several providers: the chooser ---------------------------------------------------------------
+
+
+def test_chooser_lists_the_providers_and_signs_in_through_each(browser_: Browser, loop: LoopThread) -> None:
+    """Two real providers at once on their own ports: the npm oidc-provider and the embedded one."""
+    b = browser_
+    client = {
+        "client_id": "oidcproxy",
+        "client_secret": "oidcproxy-secret",
+        "redirect_uris": ["http://127.0.0.1/oauth2/callback/staff"],
+    }
+    with start_node_idp(clients=[client], skip_consent=True) as node:  # alice: alice@example.com
+        dev_port = free_port()
+        dev = DevIdP(
+            IdPConfig(f"http://127.0.0.1:{dev_port}", (IdPClient("px", "s", allow_loopback_redirects=True),))
+        )
+        serve_app(loop, dev.build_app(), dev_port)
+        providers = [
+            {"id": "staff", "display_name": "Acme Staff", "oidc_issuer_url": node.issuer,
+             "client_id": "oidcproxy", "client_secret": "oidcproxy-secret"},
+            {"id": "partners", "display_name": "Partner Portal", "oidc_issuer_url": dev.config.issuer,
+             "client_id": "px", "client_secret": "s"},
+        ]  # fmt: skip
+        flat = {"upstream": ["builtin:whoami"], "email_domain": ["example.com"],
+                "cookie_secret": COOKIE_SECRET, "cookie_secure": False}  # fmt: skip
+        clock = ShiftedClock()
+        port = free_port()
+        serve_app(loop, build_app(Settings.from_sources(flat, providers=providers), clock=clock), port)
+        site = Site(ProxyServer(port, clock), "two")
+
+        for label, who in (("Partner Portal", "alice"), ("Acme Staff", "alice")):
+            b.go(site.url("/reports?q=1"))
+            assert on_sign_in_page(b, site), b.url
+            assert b.title == "Sign in"
+            buttons = [e.text for e in b.driver.find_elements("css selector", ".providers a.button")]
+            assert buttons == ["Sign in with Acme Staff", "Sign in with Partner Portal"]
+            b.check("chooser")
+            chosen = next(
+                e for e in b.driver.find_elements("css selector", ".providers a.button") if label in e.text
+            )
+            b.navigate_by(chosen.click)
+            provider_login(b, site, who)
+            assert b.url == site.url("/reports?q=1")
+            assert "alice@example.com" in b.text()
+            b.go(site.url("/oauth2/sign_out"))

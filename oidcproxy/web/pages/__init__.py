@@ -121,6 +121,21 @@ class Pages:
         )
         return self._page("Sign in", body)
 
+    def choose(self, choices: list[tuple[str, str]]) -> str:
+        """The sign-in page with several providers: one button each, (start URL, display name)."""
+        logo = f'<img class="logo" src="{html.escape(self.logo_src)}" alt="">' if self.logo_src else ""
+        buttons = "".join(
+            f'<li><a class="button" href="{html.escape(url)}">Sign in with {html.escape(name)}</a></li>'
+            for url, name in choices
+        )
+        body = (
+            f'{logo}<h1 id="heading">Sign in to continue</h1>'
+            "<p>The page you asked for is protected. Choose where you have your account and you will "
+            "be taken straight back to it.</p>"
+            f'<ul class="providers" aria-labelledby="heading">{buttons}</ul>'
+        )
+        return self._page("Sign in", body)
+
     def signed_out(self, sign_in_url: str, *, at_provider: bool = False) -> str:
         name = html.escape(self.display_name)
         where = (
