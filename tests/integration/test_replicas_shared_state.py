@@ -26,21 +26,23 @@ from oidcproxy.coordination import RedisState
 from oidcproxy.web.app import build_app
 from tests.factories import make_settings
 from tests.integration.test_workers_shared_state import (
-    PARALLEL,
     TTL_S,
     Provider,
-    Reply,
     browser,  # noqa: F401  (fixtures used by name)
-    deletes_session,
-    fresh_connection_get,
-    refreshed,
     rotating,  # noqa: F401
-    session_cookies,
     sign_in,
     tap,  # noqa: F401
 )
 from tests.support.oidcflow import IdPTap
 from tests.support.redis import RedisServer
+from tests.support.workers import (
+    PARALLEL,
+    Reply,
+    deletes_session,
+    fresh_connection_get,
+    refreshed,
+    session_cookies,
+)
 
 
 @pytest.fixture
