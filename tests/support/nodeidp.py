@@ -87,7 +87,7 @@ DEFAULT_CLIENT: dict[str, Any] = {
     "redirect_uris": ["http://127.0.0.1/oauth2/callback", "https://localhost/oauth2/callback"],
     "post_logout_redirect_uris": ["http://127.0.0.1/*", "https://localhost/*"],
 }
-_START_TIMEOUT_S = 20.0
+_START_TIMEOUT_S = 60.0  # node can take 20 s+ to load oidc-provider on a loaded 2-core machine
 _STOP_TIMEOUT_S = 5.0
 _MAX_HOPS = 12
 
