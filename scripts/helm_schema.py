@@ -1,8 +1,9 @@
 """Rewrites the Helm chart's values.schema.json from the settings model: `python scripts/helm_schema.py`.
 
 `config:` in the chart's values takes every option by its own name, typed as the model types it, and
-nothing else, so `helm install` refuses a misspelt option. tests/integration/test_helm.py fails when
-the schema and the model disagree.
+nothing else, so `helm install` refuses a misspelt option; each entry of `providers:` takes the
+options of a `[[providers]]` entry (config.ProviderSpec) the same way, its secret as `clientSecret` or
+`clientSecretKey`. tests/integration/test_helm.py fails when the schema and the model disagree.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 from pydantic.fields import FieldInfo
 
-from oidcproxy.config import Settings
+from oidcproxy.config import ProviderSpec, Settings
 
 SCHEMA = Path(__file__).resolve().parents[1] / "deploy" / "helm" / "oidcproxy" / "values.schema.json"
 
@@ -27,6 +28,12 @@ CHART_SET = {
     "client_secret_file": "secret.clientSecretKey (mounted from the Secret)",
     "cookie_secret": "secret.cookieSecret / secret.existingSecret",
     "dev": "not for a cluster: the demo mode",
+}
+
+# Entry options the chart sets from the entry's clientSecret / clientSecretKey (through the Secret).
+PROVIDER_CHART_SET = {
+    "client_secret": "clientSecret / clientSecretKey (an environment variable from the Secret)",
+    "client_secret_file": "clientSecret / clientSecretKey",
 }
 
 _OBJECT = {"type": "object"}
@@ -63,6 +70,33 @@ def config_schema() -> dict[str, Any]:
     return {"type": "object", "additionalProperties": False, "properties": options}
 
 
+def providers_schema() -> dict[str, Any]:
+    """`providers:` entries, passed as OIDCPROXY_PROVIDERS_<n>_<OPTION>: lists are comma-joined there,
+    so their items hold no comma."""
+    options: dict[str, Any] = {}
+    for name, info in ProviderSpec.model_fields.items():
+        if name in PROVIDER_CHART_SET:
+            continue
+        flat = Settings.model_fields.get(name)
+        option = option_schema(info if flat is None or info.description else _described(info, flat))
+        if option.get("type") == "array":
+            option["items"] = {"type": "string", "pattern": "^[^,]*$"}
+        options[name] = option
+    options["id"] = {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,31}$"}
+    options["clientSecret"] = {"type": "string", "description": "kept in the chart's Secret"}
+    options["clientSecretKey"] = {
+        "type": "string",
+        "description": 'the Secret\'s key (default provider-<id>-client-secret); "" for a public client',
+    }
+    entry = {"type": "object", "additionalProperties": False, "required": ["id"], "properties": options}
+    return {"type": "array", "items": entry}
+
+
+def _described(info: FieldInfo, flat: FieldInfo) -> FieldInfo:
+    """The entry option's type with the flat option's description (the entry's own has none)."""
+    return FieldInfo.merge_field_infos(info, description=flat.description)
+
+
 def _strict(properties: dict[str, Any]) -> dict[str, Any]:
     return {"type": "object", "additionalProperties": False, "properties": properties}
 
@@ -76,6 +110,7 @@ def schema() -> dict[str, Any]:
     properties: dict[str, Any] = {
         "mode": {"type": "string", "enum": ["sidecar", "standalone"]},
         "config": config_schema(),
+        "providers": providers_schema(),
         "workers": {"type": "integer", "minimum": 1},
         "image": _strict({**_strings("repository", "tag"), "pullPolicy": dict(_STRING)}),
         "imagePullSecrets": {"type": "array"},

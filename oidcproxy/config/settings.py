@@ -112,6 +112,12 @@ class Settings(
         """The configured providers: the `[[providers]]` entries, else the flat options as "default"."""
         return self._providers or (self._flat_provider(),)
 
+    @property
+    def providers_listed(self) -> bool:
+        """Whether the providers are `[[providers]]` entries (named `providers[i].option` in messages),
+        not the flat options as the one provider "default"."""
+        return bool(self._providers)
+
     def _flat_provider(self) -> ProviderSpec:
         values = {name: getattr(self, name) for name in (*INHERITED, *_FLAT_PROVIDER)}
         return ProviderSpec.model_validate({**values, "display_name": self.provider_display_name})

@@ -1,7 +1,9 @@
 """The doctor's judgements: pure functions from settings and what the provider answered to Findings.
 
-No I/O here (probe.py fetches); each problem names its fix. Sizes are measured with the real session
-codec and cookie chunking, on a synthetic session shaped by the configured claims.
+No I/O here (probe.py fetches); each problem names its fix, in the option's own spelling: a flag for
+the flat options, `providers[i].option` for a `[[providers]]` entry (`Options`). Sizes are measured
+with the real session codec and cookie chunking, on a synthetic session shaped by the configured
+claims (the first provider's).
 """
 
 from __future__ import annotations
@@ -15,12 +17,12 @@ import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any, Literal
+from typing import Any, Final, Literal
 from urllib.parse import parse_qs, unquote_plus, urlsplit
 
 import jwt
 
-from oidcproxy.config import Settings, split_address
+from oidcproxy.config import ProviderSpec, Settings, split_address
 from oidcproxy.forwarded import Edge
 from oidcproxy.model import Identity, Session, Tokens
 from oidcproxy.proxy import Bearer, auth_request_headers
@@ -29,7 +31,9 @@ from oidcproxy.sessions.cookies import CookiePolicy, SetCookie, split_cookie
 from oidcproxy.sessions.keys import KeyRing
 
 __all__ = [
+    "FLAGS",
     "Finding",
+    "Options",
     "Status",
     "clock_skew",
     "cookie_security",
@@ -59,30 +63,55 @@ _INTERACTIVE = frozenset({"login_required", "interaction_required", "consent_req
 
 @dataclass(frozen=True, slots=True)
 class Finding:
-    """One check's outcome; `fix` says what to change when the status is a problem."""
+    """One check's outcome; `fix` says what to change when the status is a problem. `provider` is the
+    `[[providers]]` entry's id the check concerns ("" for the flat options and the proxy's own checks)."""
 
     check: str
     status: Status
     summary: str
     fix: str = ""
+    provider: str = ""
 
     def as_dict(self) -> dict[str, str]:
-        return {"check": self.check, "status": self.status, "summary": self.summary, "fix": self.fix}
+        return {
+            "check": self.check,
+            "status": self.status,
+            "summary": self.summary,
+            "fix": self.fix,
+            "provider": self.provider,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """How a provider's options are spelt in a fix: `--client-id` for the flat options, or
+    `providers[1].client_id` for entry 1 of `[[providers]]` (as configuration problems name them)."""
+
+    entry: int | None = None
+
+    def __call__(self, name: str) -> str:
+        if self.entry is None:
+            return "--" + name.replace("_", "-")
+        return f"providers[{self.entry}].{name}"
+
+
+FLAGS: Final = Options()
 
 
 # -- the provider -------------------------------------------------------------------------------
 
 
-def issuer_matches(configured: str, document: Mapping[str, Any]) -> Finding:
+def issuer_matches(configured: str, document: Mapping[str, Any], option: Options = FLAGS) -> Finding:
     said = document.get("issuer")
     if said == configured:
         return Finding("issuer", "ok", f"the provider's issuer is exactly {configured!r}")
+    name = option("oidc_issuer_url")
     return Finding(
         "issuer",
         "problem",
-        f"issuer mismatch: the provider calls itself {said!r}, --oidc-issuer-url is {configured!r}; "
+        f"issuer mismatch: the provider calls itself {said!r}, {name} is {configured!r}; "
         "every sign-in would fail",
-        f"set --oidc-issuer-url={said} (character for character, OpenID Connect Discovery 4.3)",
+        f"set {name}={said} (character for character, OpenID Connect Discovery 4.3)",
     )
 
 
@@ -140,7 +169,9 @@ def clock_skew(date_header: str, now: float) -> Finding:
     )
 
 
-def redirect_verdict(redirect_uri: str, status: int, location: str, body: str) -> Finding:
+def redirect_verdict(
+    redirect_uri: str, status: int, location: str, body: str, option: Options = FLAGS
+) -> Finding:
     """Whether the provider took `redirect_uri`, from its answer to a real authorization request.
 
     Providers never redirect to a redirect URI they refuse (RFC 6749 4.1.2.1): any redirect to it, or
@@ -152,7 +183,7 @@ def redirect_verdict(redirect_uri: str, status: int, location: str, body: str) -
     refused = refused or (400 <= status < 500 and bool(_MENTIONS.search(text)))
     if 300 <= status < 400 and location and not refused:
         if location.split("?", 1)[0] == redirect_uri.split("?", 1)[0]:
-            return _redirected_back(redirect_uri, location)
+            return _redirected_back(redirect_uri, location, option)
         return Finding("redirect_uri", "ok", f"{redirect_uri} accepted (the provider's login is next)")
     if status == 200 and not refused:
         return Finding("redirect_uri", "ok", f"{redirect_uri} accepted (the provider shows its login page)")
@@ -163,17 +194,18 @@ def redirect_verdict(redirect_uri: str, status: int, location: str, body: str) -
             "problem",
             f"the provider refuses the redirect URI {redirect_uri} ({error})",
             f"register {redirect_uri} exactly as the client's redirect URI at the provider, "
-            "or set --redirect-url to the one registered",
+            f"or set {option('redirect_url')} to the one registered",
         )
     return Finding(
         "redirect_uri",
         "problem",
         f"the provider refused the authorization request with {status} ({error})",
-        "check --client-id, --scope and --auth-extra-param against the client registered at the provider",
+        f"check {option('client_id')}, {option('scope')} and {option('auth_extra_param')} against the "
+        "client registered at the provider",
     )
 
 
-def _redirected_back(redirect_uri: str, location: str) -> Finding:
+def _redirected_back(redirect_uri: str, location: str, option: Options) -> Finding:
     query = parse_qs(urlsplit(location).query)
     error = query.get("error", [""])[0]
     if not error or error in _INTERACTIVE:
@@ -183,7 +215,8 @@ def _redirected_back(redirect_uri: str, location: str) -> Finding:
         "redirect_uri",
         "problem",
         f"{redirect_uri} is accepted, but the provider refused the request: {error} {detail}".strip(),
-        "check --scope, --auth-extra-param and the grant types allowed to the client at the provider",
+        f"check {option('scope')}, {option('auth_extra_param')} and the grant types allowed to the client "
+        "at the provider",
     )
 
 
@@ -202,10 +235,16 @@ def _error_text(body: str, text: str) -> str:
 # -- cookies and the edge -----------------------------------------------------------------------
 
 
+def _redirect_url(settings: Settings) -> str:
+    """--redirect-url, or with `[[providers]]` the first entry's redirect_url that is set."""
+    return settings.redirect_url or next((p.redirect_url for p in settings.providers() if p.redirect_url), "")
+
+
 def _external(settings: Settings) -> tuple[str, str] | None:
-    if not settings.redirect_url:
+    url = _redirect_url(settings)
+    if not url:
         return None
-    parts = urlsplit(settings.redirect_url)
+    parts = urlsplit(url)
     return parts.scheme, parts.netloc
 
 
@@ -274,7 +313,7 @@ def trusted_proxies(settings: Settings) -> list[Finding]:
         reverse_proxy=settings.reverse_proxy,
         trusted_proxy_ip=settings.trusted_proxy_ip,
         whitelist_domain=settings.whitelist_domain,
-        own_urls=[settings.redirect_url],
+        own_urls=[_redirect_url(settings)],
     )
     headers = {"X-Forwarded-Proto": scheme, "X-Forwarded-Host": host, "X-Forwarded-For": "203.0.113.7"}
     sample = f"a request from {peer} forwarded for {scheme}://{host}"
@@ -343,19 +382,20 @@ def _nest(path: str, value: Any) -> dict[str, Any]:
 
 
 def synthetic_session(settings: Settings, groups: int, alg: str, now: float) -> Session:
-    """A session as large as one with `groups` groups: the configured claims in JWT ID and access
+    """A session as large as one with `groups` groups: the first provider's claims in JWT ID and access
     tokens signed with `alg`, a refresh token, and the identity the proxy keeps."""
-    names = tuple(f"{settings.oidc_groups_prefix}team-{i:04d}-{secrets.token_hex(4)}" for i in range(groups))
-    domain = next((d.lstrip(".*") for d in settings.email_domain if d.lstrip(".*")), "example.com")
+    spec: ProviderSpec = settings.providers()[0]
+    names = tuple(f"{spec.oidc_groups_prefix}team-{i:04d}-{secrets.token_hex(4)}" for i in range(groups))
+    domain = next((d.lstrip(".*") for d in spec.email_domain if d.lstrip(".*")), "example.com")
     email = f"firstname.lastname@{domain}"
     claims: dict[str, Any] = {
-        "iss": settings.oidc_issuer_url, "aud": settings.client_id, "sub": secrets.token_hex(18),
+        "iss": spec.oidc_issuer_url, "aud": spec.client_id, "sub": secrets.token_hex(18),
         "exp": int(now) + 3600, "iat": int(now), "auth_time": int(now),
         "nonce": _b64(secrets.token_bytes(32)),
         "name": "Firstname Lastname", "preferred_username": "firstname.lastname", "email_verified": True,
-        **_nest(settings.oidc_email_claim, email), **_nest(settings.oidc_groups_claim, list(names)),
+        **_nest(spec.oidc_email_claim, email), **_nest(spec.oidc_groups_claim, list(names)),
     }  # fmt: skip
-    access = {**claims, "scope": settings.scope, "jti": secrets.token_hex(16)}
+    access = {**claims, "scope": spec.scope, "jti": secrets.token_hex(16)}
     access.pop("nonce")
     tokens = Tokens(_jwt(claims, alg), _jwt(access, alg), _b64(secrets.token_bytes(256)), now + 3600)
     identity = Identity(claims["sub"], email, True, email, "firstname.lastname", names)

@@ -102,7 +102,10 @@ def build_app(
 ) -> web.Application:
     """The app; `state_socket` is the keeper's path when this is one of several workers;
     `shared_state` (say a RedisState) replaces both, shared with other replicas; the app closes it."""
-    metrics = Metrics(enabled=bool(settings.metrics_address), routes=_ROUTE_CLASSES)
+    specs = settings.providers()
+    metrics = Metrics(
+        enabled=bool(settings.metrics_address), routes=_ROUTE_CLASSES, providers=[s.id for s in specs]
+    )
     app = web.Application(
         middlewares=[observe_requests(metrics, STARTED), errors_and_ids]
         if metrics.enabled
@@ -135,7 +138,6 @@ def build_app(
         shared=shared,
         pkce=settings.code_challenge_method == "S256",
     )
-    specs = settings.providers()
     emails = settings.allowed_emails()
     app[POLICIES] = {
         spec.id: Policy.build(
@@ -383,8 +385,9 @@ async def _oidc_ctx(
                 for pid, name, config, claims in plan
             ]
         )
-        client = app[OIDC] = providers.first.client
-        _mirror_key_set(app[METRICS], client)  # the first provider's key set
+        app[OIDC] = providers.first.client
+        for provider in providers:
+            _mirror_key_set(app[METRICS], provider)
         # A refresh may fetch keys and userinfo too: the lock outlives a slow but successful one.
         lock_s = 3 * settings.provider_timeout + 5
         policy = RefreshPolicy(cookie_refresh_s=settings.cookie_refresh, lock_s=lock_s)
@@ -409,29 +412,41 @@ async def _oidc_ctx(
             await provider.client.close()
 
 
-def _provider_endpoints(app: web.Application) -> Callable[[], Mapping[str, str]]:
-    """The provider's endpoint URLs by name, once its metadata is loaded (for the provider metrics)."""
-    known: dict[str, str] = {}
+def _provider_endpoints(app: web.Application) -> Callable[[], Mapping[str, tuple[str, str]]]:
+    """Each provider's endpoint URLs: (provider id, endpoint name), for the provider metrics. The
+    discovery URL is known from the start; the rest once that provider's metadata is loaded."""
+    known: dict[str, tuple[str, str]] = {}
+    waiting: list[Provider] = []
 
-    def endpoints() -> Mapping[str, str]:
-        meta = app[OIDC].loaded if not known and OIDC in app else None
-        if meta is not None:
+    def endpoints() -> Mapping[str, tuple[str, str]]:
+        if not known and PROVIDERS in app:  # the first call after the registry was built
+            registry: Providers = app[PROVIDERS]
+            waiting.extend(registry)
+            for p in waiting:
+                url = p.client.config.issuer.rstrip("/") + "/.well-known/openid-configuration"
+                known[url] = (p.id, "discovery")
+        for p in list(waiting):
+            meta = p.client.loaded
+            if meta is None:
+                continue
+            waiting.remove(p)
             names = {"jwks": meta.jwks_uri, "userinfo": meta.userinfo_endpoint, "token": meta.token_endpoint}
-            known.update({url: name for name, url in names.items() if url})
+            known.update({url: (p.id, name) for name, url in names.items() if url})
         return known
 
     return endpoints
 
 
-def _mirror_key_set(metrics: Metrics, client: OIDCClient) -> None:
-    """The key set's own counters (oidc.jwks.KeySet) copied into the metrics."""
+def _mirror_key_set(metrics: Metrics, provider: Provider) -> None:
+    """A provider's key set's own counters (oidc.jwks.KeySet) copied into the metrics."""
+    client = provider.client
 
     def read(name: str) -> Callable[[], int]:
         return lambda: getattr(client.keys, name) if client.keys is not None else 0
 
-    metrics.mirror(metrics.jwks_fetches.labels("ok"), read("fetches"))
-    metrics.mirror(metrics.jwks_fetches.labels("failed"), read("failures"))
-    metrics.mirror(metrics.jwks_stale, read("stale_served"))
+    metrics.mirror(metrics.jwks_fetches[provider.id]["ok"], read("fetches"))
+    metrics.mirror(metrics.jwks_fetches[provider.id]["failed"], read("failures"))
+    metrics.mirror(metrics.jwks_stale[provider.id], read("stale_served"))
 
 
 async def _metrics_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -59,6 +59,7 @@ from oidcproxy.web.appkeys import (
     SIGN_OUTS,
 )
 from oidcproxy.web.audit import audit
+from oidcproxy.web.metrics import NO_PROVIDER
 from oidcproxy.web.middleware import page, pages, redirect, wants_html
 
 __all__ = [
@@ -138,7 +139,7 @@ async def start(request: web.Request) -> web.StreamResponse:
     response = redirect(url)
     # No session fixation: starting a login drops whatever session the browser had.
     apply_cookies(response, [*await _clear(request), login_cookie], scheme=ext.scheme)
-    app[METRICS].logins_started.inc()
+    app[METRICS].logins_started[provider.id].inc()
     return response
 
 
@@ -152,22 +153,31 @@ async def callback(request: web.Request) -> web.StreamResponse:
 
 async def _callback(request: web.Request) -> web.StreamResponse:
     app = request.app
-    failed = app[METRICS].login_failed
+    metrics = app[METRICS]
     try:
         done = await app[LOGIN].finish(request.cookies, request.query)
     except LoginFailed:
-        failed["provider_error" if "error" in request.query else "state"].inc()
+        reason = "provider_error" if "error" in request.query else "state"
+        metrics.login_failed[_path_provider(request)][reason].inc()
         raise
     except StateUnavailable:
-        failed["state_unavailable"].inc()
+        metrics.login_failed[_path_provider(request)]["state_unavailable"].inc()
         raise
+    bound = done.attempt.provider
     try:
         response = await _signed_in(request, done)
     except Exception as exc:
-        failed[_login_failure(exc)].inc()
+        metrics.login_failed[bound][_login_failure(exc)].inc()
         raise
-    app[METRICS].logins_completed.inc()
+    metrics.logins_completed[bound].inc()
     return response
+
+
+def _path_provider(request: web.Request) -> str:
+    """Before the login state is open, the provider a callback's path names (for the metrics; an id
+    that is not configured counts as none)."""
+    providers = request.app[PROVIDERS]
+    return request.match_info.get("provider", providers.first.id if providers.single else "")
 
 
 def _login_failure(exc: Exception) -> str:
@@ -434,7 +444,7 @@ async def auth(request: web.Request) -> web.StreamResponse:
     seen = app[METRICS].auth
     original = _original(request)
     if original.target and app[EDGE].skips_auth(original.method, original.path, request.headers):
-        seen.skipped.inc()
+        seen[NO_PROVIDER].skipped.inc()
         return web.Response(status=202, headers={"Cache-Control": "no-store"})
     session = await _open(request)
     try:
@@ -442,16 +452,16 @@ async def auth(request: web.Request) -> web.StreamResponse:
             raise NotAuthenticated("no valid session cookie")
         session = await _fresh(request, session)
     except NotAuthenticated:
-        seen.unauthenticated.inc()
+        seen[NO_PROVIDER].unauthenticated.inc()
         return _unauthenticated(request, original)
     ident = request[IDENTITY] = session.identity
     decision = _policy(request, session.provider).evaluate(ident)
     if not decision.allowed or not _query_allows(request, ident):
         reason = decision.reason if not decision.allowed else "allowed_groups/allowed_emails of the query"
         audit("denied", request, reason=reason)
-        seen.forbidden.inc()
+        seen[session.provider].forbidden.inc()
         return web.Response(status=403, headers={"Cache-Control": "no-store"})
-    seen.cookie.inc()
+    seen[session.provider].cookie.inc()
     settings = app[SETTINGS]
     extra = auth_request_headers(
         ident,
@@ -517,29 +527,31 @@ async def gate(request: web.Request) -> web.StreamResponse:
     app = request.app
     seen = app[METRICS].auth
     if app[EDGE].skips_auth(request.method, request.rel_url.raw_path, request.headers):
-        seen.skipped.inc()
+        seen[NO_PROVIDER].skipped.inc()
         return await app[PROXY].handle(request, None, None)
     expires_at: float | None = None
+    provider = NO_PROVIDER
     try:
         session = await _open(request)
         if session is not None:
+            provider = session.provider
             _same_origin_websocket(request)
             session = await _fresh(request, session)
             identity, tokens, expires_at = session.identity, session.tokens, session.expires_at
-            provider = session.provider
         else:
             provider, identity, tokens = await _bearer(request)
         request[IDENTITY] = identity
         _policy(request, provider).require(identity)
     except NotAuthenticated:
-        seen.unauthenticated.inc()
+        seen[NO_PROVIDER].unauthenticated.inc()
         raise
     except Forbidden as exc:
-        seen.forbidden.inc()
+        seen[provider].forbidden.inc()
         if IDENTITY in request:
             audit("denied", request, reason=exc.detail)
         raise
-    (seen.cookie if session is not None else seen.bearer).inc()
+    decided = seen[provider]
+    (decided.cookie if session is not None else decided.bearer).inc()
     alive = None if session is None else functools.partial(_alive, app[REVOKED], session)
     return await app[PROXY].handle(request, identity, tokens, expires_at=expires_at, alive=alive)
 
@@ -579,7 +591,7 @@ async def _fresh(request: web.Request, session: Session) -> Session:
     if state == "dead":
         request[SET_COOKIES] = await _clear(request)
         raise NotAuthenticated("session tokens expired and there is no refresh token")
-    counted = app[METRICS].refresh
+    counted = app[METRICS].refresh[session.provider]
     try:
         fresh = await refresher.refresh(session)
     except RefreshSuperseded:

@@ -1,11 +1,13 @@
 """Prometheus metrics: what the web layer saw, recorded where the decisions are made.
 
     Metrics          every metric of one process, in its own registry; the label children the hot
-                     path uses are bound once (`.labels()` never runs per request). Disabled (no
-                     --metrics-address), every recorder is a no-op and no middleware is installed.
+                     path uses are bound once (`.labels()` never runs per request), per provider
+                     where the provider is known (the set of providers is fixed at start; an id that
+                     is not configured counts as provider ""). Disabled (no --metrics-address),
+                     every recorder is a no-op and no middleware is installed.
     observe_requests the outermost middleware: requests by route class and status, and their duration
-    provider_trace   an aiohttp TraceConfig for the provider's client session: calls by endpoint and
-                     outcome, and their latency (the oidc part itself knows nothing of metrics)
+    provider_trace   an aiohttp TraceConfig for the providers' client session: calls by provider,
+                     endpoint and outcome, and their latency (the oidc part knows nothing of metrics)
     serve_metrics    the listener: GET /metrics on its own socket, never behind the sign-in gate
     use_multiprocess_dir, scrape_registry
                      several workers: each writes its values to files under one directory
@@ -27,7 +29,7 @@ import re
 import socket
 import time
 import types
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any, Final, Literal
 
 import aiohttp
@@ -40,7 +42,9 @@ from oidcproxy.about import version_info
 
 __all__ = [
     "LOGIN_FAILURES",
+    "NO_PROVIDER",
     "ROUTES",
+    "ByProvider",
     "Metrics",
     "observe_requests",
     "provider_trace",
@@ -95,12 +99,33 @@ _OFF: Final = _Off()
 
 Recorder = Any  # a prometheus-client metric or child, or _Off
 
+NO_PROVIDER: Final = ""
+"""The provider label when no configured provider is known (a forged callback, no session at all)."""
+
+
+class ByProvider(dict[str, Any]):
+    """Children bound per provider id; an id that is not configured gets NO_PROVIDER's, so the label's
+    values stay the configured ids (and "") whatever a cookie or a callback path says."""
+
+    __slots__ = ()
+
+    def __missing__(self, provider: str) -> Any:
+        return self[NO_PROVIDER]
+
 
 class Metrics:
-    """The metrics of one process. `routes` maps a route's handler to its class (see ROUTES)."""
+    """The metrics of one process. `routes` maps a route's handler to its class (see ROUTES);
+    `providers` are the configured provider ids, the values of every `provider` label (and "")."""
 
-    def __init__(self, *, enabled: bool, routes: Mapping[Callable[..., Any], str] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        enabled: bool,
+        routes: Mapping[Callable[..., Any], str] | None = None,
+        providers: Iterable[str] = ("default",),
+    ) -> None:
         self.enabled = enabled
+        self.providers = (*dict.fromkeys(providers), NO_PROVIDER)
         self.registry: CollectorRegistry | None = CollectorRegistry() if enabled else None
         self._routes = dict(routes or {})
         self._mirrors: list[_Mirror] = []
@@ -120,25 +145,49 @@ class Metrics:
         )
         cuts = self._counter("upstream_cuts", "Proxied responses cut after their status line", "side")
         self.cut = {side: cuts.labels(side) for side in ("upstream", "client")}
-        auth = self._counter("auth_decisions", "Gate and /oauth2/auth decisions, by outcome", "outcome")
-        self.auth = types.SimpleNamespace(**{o: auth.labels(o) for o in _AUTH})
-        self.logins_started = self._counter("logins_started", "Sign-ins sent to the provider")
-        self.logins_completed = self._counter("logins_completed", "Sign-ins that ended with a session")
-        failures = self._counter("login_failures", "Callbacks that ended without a session", "reason")
-        self.login_failed = {r: failures.labels(r) for r in LOGIN_FAILURES}
-        refreshes = self._counter("refreshes", "Session refreshes as requests saw them", "outcome")
-        self.refresh = types.SimpleNamespace(**{o: refreshes.labels(o) for o in _REFRESH})
+        auth = self._counter(
+            "auth_decisions",
+            "Gate and /oauth2/auth decisions, by outcome and provider",
+            "outcome",
+            "provider",
+        )
+        self.auth = self._each(lambda p: types.SimpleNamespace(**{o: auth.labels(o, p) for o in _AUTH}))
+        started = self._counter("logins_started", "Sign-ins sent to the provider", "provider")
+        self.logins_started = self._each(started.labels)
+        completed = self._counter("logins_completed", "Sign-ins that ended with a session", "provider")
+        self.logins_completed = self._each(completed.labels)
+        failures = self._counter(
+            "login_failures", "Callbacks that ended without a session", "reason", "provider"
+        )
+        self.login_failed = self._each(lambda p: {r: failures.labels(r, p) for r in LOGIN_FAILURES})
+        refreshes = self._counter(
+            "refreshes", "Session refreshes as requests saw them", "outcome", "provider"
+        )
+        self.refresh = self._each(
+            lambda p: types.SimpleNamespace(**{o: refreshes.labels(o, p) for o in _REFRESH})
+        )
         self._provider = self._counter(
-            "provider_requests", "Calls to the provider, by endpoint and outcome", "endpoint", "outcome"
+            "provider_requests",
+            "Calls to the provider, by endpoint, outcome and provider",
+            "endpoint",
+            "outcome",
+            "provider",
         )
         self._provider_s = self._histogram(
             "provider_request_duration_seconds",
-            "Time until the provider's response headers arrived, by endpoint",
+            "Time until the provider's response headers arrived, by endpoint and provider",
             _PROVIDER_S,
             "endpoint",
+            "provider",
         )
-        self.jwks_fetches = self._counter("jwks_fetches", "Key set fetches, by outcome", "outcome")
-        self.jwks_stale = self._counter("jwks_stale_served", "Keys used past their lifetime after a failure")
+        fetches = self._counter(
+            "jwks_fetches", "Key set fetches, by outcome and provider", "outcome", "provider"
+        )
+        self.jwks_fetches = self._each(lambda p: {o: fetches.labels(o, p) for o in ("ok", "failed")})
+        stale = self._counter(
+            "jwks_stale_served", "Keys used past their lifetime after a failure, by provider", "provider"
+        )
+        self.jwks_stale = self._each(stale.labels)
         store = self._counter(
             "session_store_operations", "Session store operations, by outcome", "operation", "outcome"
         )
@@ -179,10 +228,12 @@ class Metrics:
     def websockets_open(self, delta: int) -> None:
         self.websockets.inc(delta)
 
-    def provider_call(self, endpoint: str, outcome: str, seconds: float | None) -> None:
-        self._provider.labels(endpoint, outcome).inc()  # the slow path: labels resolved here is fine
+    def provider_call(self, provider: str, endpoint: str, outcome: str, seconds: float | None) -> None:
+        """One call to a provider (`provider` a configured id, or "" for a URL of none of them)."""
+        provider = provider if provider in self.providers else NO_PROVIDER
+        self._provider.labels(endpoint, outcome, provider).inc()  # the slow path: labels resolved here
         if seconds is not None:
-            self._provider_s.labels(endpoint).observe(seconds)
+            self._provider_s.labels(endpoint, provider).observe(seconds)
 
     def mirror(self, recorder: Recorder, read: Callable[[], int]) -> None:
         """Copy a counter another part owns (`read()`, never decreasing) into `recorder` at `sync()`."""
@@ -194,6 +245,10 @@ class Metrics:
             mirror.sync()
 
     # -- building -------------------------------------------------------------------------------
+    def _each(self, bind: Callable[[str], Any]) -> ByProvider:
+        """`bind(provider)` for each configured provider and for NO_PROVIDER, made once here."""
+        return ByProvider({p: bind(p) for p in self.providers})
+
     def _counter(self, name: str, doc: str, *labels: str) -> Recorder:
         if self.registry is None:
             return _OFF
@@ -259,16 +314,22 @@ def observe_requests(metrics: Metrics, started_key: web.RequestKey[web.StreamRes
 
 
 # -- provider calls, seen from the aiohttp client session ------------------------------------------
-def provider_trace(metrics: Metrics, endpoints: Callable[[], Mapping[str, str]]) -> aiohttp.TraceConfig:
-    """Record every call of a client session; `endpoints()` maps the known URLs to their names (token,
-    jwks, userinfo); discovery documents are recognised by their path, anything else is `other`."""
+def provider_trace(
+    metrics: Metrics, endpoints: Callable[[], Mapping[str, tuple[str, str]]]
+) -> aiohttp.TraceConfig:
+    """Record every call of a client session; `endpoints()` maps the known URLs to their provider and
+    name (discovery, token, jwks, userinfo); another discovery document is `discovery` of provider "",
+    anything else `other`."""
     trace = aiohttp.TraceConfig()
 
-    def endpoint(url: Any) -> str:
+    def endpoint(url: Any) -> tuple[str, str]:
         text = str(url)
+        found = endpoints().get(text)
+        if found is not None:
+            return found
         if text.endswith("/.well-known/openid-configuration"):
-            return "discovery"
-        return endpoints().get(text, "other")
+            return NO_PROVIDER, "discovery"
+        return NO_PROVIDER, "other"
 
     async def start(_: Any, ctx: types.SimpleNamespace, params: Any) -> None:
         ctx.started = time.perf_counter()
@@ -276,10 +337,10 @@ def provider_trace(metrics: Metrics, endpoints: Callable[[], Mapping[str, str]])
     async def end(_: Any, ctx: types.SimpleNamespace, params: aiohttp.TraceRequestEndParams) -> None:
         status = params.response.status
         outcome = "ok" if status < 400 else "refused" if status < 500 else "error"
-        metrics.provider_call(endpoint(params.url), outcome, time.perf_counter() - ctx.started)
+        metrics.provider_call(*endpoint(params.url), outcome, time.perf_counter() - ctx.started)
 
     async def failed(_: Any, ctx: types.SimpleNamespace, params: aiohttp.TraceRequestExceptionParams) -> None:
-        metrics.provider_call(endpoint(params.url), "unreachable", time.perf_counter() - ctx.started)
+        metrics.provider_call(*endpoint(params.url), "unreachable", time.perf_counter() - ctx.started)
 
     trace.on_request_start.append(start)
     trace.on_request_end.append(end)

@@ -1,5 +1,6 @@
 """`oidcproxy doctor` as an operator runs it (a real subprocess), against both real providers: the npm
-oidc-provider and our embedded one, each with a registered client.
+oidc-provider and our embedded one, each with a registered client; and both at once as two
+[[providers]] entries, each checked with its own callback and named in every finding.
 
 Exit 0 when all is well, 1 on a finding (wrong redirect URI, wrong issuer, provider down, skewed
 clock, sizes over NGINX's buffers), 2 on bad configuration.
@@ -162,3 +163,91 @@ async def test_a_large_session_names_the_ingress_settings(registered: Registered
     fixes = [f.fix for f in report.findings if f.status == "problem"]
     assert any(f.startswith('ingress-nginx ConfigMap key large-client-header-buffers: "4 ') for f in fixes)
     assert any("nginx.ingress.kubernetes.io/proxy-buffer-size" in f for f in fixes), fixes
+
+
+# -- several providers ([[providers]]) -------------------------------------------------------------
+
+TWO_CALLBACKS = "http://127.0.0.1:4180/oauth2/callback/{}"  # each provider's own callback
+
+
+async def two_providers(
+    node: Any, aiohttp_server: Any, port: int, tmp_path: Path, dev_registers: str = "", **dev: str
+) -> Path:
+    """The npm oidc-provider ("node", its client registers /oauth2/callback/node) and the embedded one
+    ("dev", on its own port, registering `dev_registers`, by default /oauth2/callback/dev), as two
+    [[providers]] entries of a config file; `dev` overrides options of the dev entry ("-": unset)."""
+    idp = node(clients=[{"client_id": "proxy-at-node", "client_secret": "node-secret",
+                         "redirect_uris": [TWO_CALLBACKS.format("node")]}])  # fmt: skip
+    issuer = f"http://127.0.0.1:{port}"
+    registered = (dev_registers or TWO_CALLBACKS.format("dev"),)
+    client = IdPClient("proxy-at-dev", "dev-secret", registered)
+    app, _ = build_app(IdPConfig(issuer=issuer, clients=(client,)))
+    await aiohttp_server(app, port=port)
+    entries = {
+        "node": {"oidc_issuer_url": idp.issuer, "client_id": "proxy-at-node", "client_secret": "node-secret"},
+        "dev": {"oidc_issuer_url": issuer, "client_id": "proxy-at-dev", "client_secret": "dev-secret"},
+    }
+    text = f'upstream = ["http://127.0.0.1:9/"]\ncookie_secret = "{COOKIE_SECRET}"\ncookie_secure = false\n'
+    for pid, options in entries.items():
+        own = dev if pid == "dev" else {}
+        values = {"id": pid, **options, "redirect_url": TWO_CALLBACKS.format(pid), **own}
+        text += '\n[[providers]]\nemail_domains = ["example.com"]\n'
+        text += "".join(f'{k} = "{v}"\n' for k, v in values.items() if v != "-")
+    path = tmp_path / "oidcproxy.toml"
+    path.write_text(text)
+    return path
+
+
+async def test_each_of_several_providers_is_checked_and_named(
+    node: Any, aiohttp_server: Any, unused_tcp_port_factory: Callable[[], int], tmp_path: Path
+) -> None:
+    config = await two_providers(node, aiohttp_server, unused_tcp_port_factory(), tmp_path)
+    code, out, err = await doctor("--config", str(config))
+    assert code == 0, out + err
+    for pid in ("node", "dev"):
+        for check in ("discovery", "issuer", "jwks", "clock"):
+            assert re.search(rf"ok +{check} +\[{pid}\] ", out), out
+        accepted = f"[{pid}] {TWO_CALLBACKS.format(pid)} accepted"
+        assert re.search(rf"ok +redirect_uri +{re.escape(accepted)}", out), out
+    code, out, _ = await doctor("--json", "--config", str(config))
+    report = json.loads(out)
+    assert code == 0 and report["ok"] is True
+    by = {(f["provider"], f["check"]) for f in report["findings"] if f["status"] == "ok"}
+    assert {(p, c) for p in ("node", "dev") for c in ("issuer", "jwks", "redirect_uri")} <= by
+    assert ("", "cookies") in by  # the proxy's own checks name no provider
+
+
+async def test_one_providers_wrong_issuer_exits_1_naming_that_provider(
+    node: Any, aiohttp_server: Any, unused_tcp_port_factory: Callable[[], int], tmp_path: Path
+) -> None:
+    port = unused_tcp_port_factory()
+    issuer = f"http://127.0.0.1:{port}"
+    config = await two_providers(node, aiohttp_server, port, tmp_path, oidc_issuer_url=issuer + "/")
+    code, out, err = await doctor("--config", str(config))
+    assert code == 1, out + err
+    (problem,) = problems(out)
+    assert "issuer" in problem and "[dev] issuer mismatch" in problem, out
+    assert f"providers[1].oidc_issuer_url is '{issuer}/'" in problem
+    assert f"fix: set providers[1].oidc_issuer_url={issuer} (character for character" in out
+    assert re.search(r"ok +issuer +\[node\] ", out), "the other provider is fine"
+    code, out, _ = await doctor("--json", "--config", str(config))
+    (bad,) = [f for f in json.loads(out)["findings"] if f["status"] == "problem"]
+    assert code == 1 and (bad["provider"], bad["check"]) == ("dev", "issuer")
+
+
+async def test_a_provider_that_knows_only_the_single_provider_callback_is_named(
+    node: Any, aiohttp_server: Any, unused_tcp_port_factory: Callable[[], int], tmp_path: Path
+) -> None:
+    """With several providers each has its own callback path: dev's client still registers only
+    /oauth2/callback (as with one provider) and the dev entry gives no redirect_url, so the doctor
+    asks with /oauth2/callback/dev, which dev refuses: the fix names the URL and the entry."""
+    config = await two_providers(
+        node, aiohttp_server, unused_tcp_port_factory(), tmp_path, dev_registers=CALLBACK, redirect_url="-"
+    )
+    code, out, err = await doctor("--config", str(config))
+    assert code == 1, out + err
+    (problem,) = problems(out)
+    wanted = TWO_CALLBACKS.format("dev")
+    assert f"redirect_uri   [dev] the provider refuses the redirect URI {wanted}" in problem, out
+    assert f"fix: register {wanted} exactly as the client's redirect URI at the provider, or set " in out
+    assert "providers[1].redirect_url to the one registered" in out

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from kubernetes_validate.utils import validate
 
-from oidcproxy.config import Settings, build_parser, load_settings
+from oidcproxy.config import ProviderSpec, Settings, build_parser, load_settings
 from tests.factories import COOKIE_SECRET
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -128,8 +128,14 @@ def _environment(docs: list[dict[str, Any]], secret_data: dict[str, str] | None 
     return env
 
 
-def _settings(docs: list[dict[str, Any]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    """What the real oidcproxy makes of the container's flags and environment."""
+def _settings(
+    docs: list[dict[str, Any]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    secret_data: dict[str, str] | None = None,
+) -> Settings:
+    """What the real oidcproxy makes of the container's flags and environment; secretKeyRefs read from
+    `secret_data` (an existing Secret's keys), else the cookie secret."""
     secret_file = tmp_path / "client-secret"
     secret_file.write_text("s3cret")
     args = [
@@ -137,7 +143,7 @@ def _settings(docs: list[dict[str, Any]], tmp_path: Path, monkeypatch: pytest.Mo
     ]
     for name in [n for n in os.environ if n.startswith("OIDCPROXY_")]:
         monkeypatch.delenv(name)
-    for name, value in _environment(docs, {"cookie-secret": COOKIE_SECRET}).items():
+    for name, value in _environment(docs, secret_data or {"cookie-secret": COOKIE_SECRET}).items():
         monkeypatch.setenv(name, value)
     return load_settings(args)
 
@@ -328,6 +334,9 @@ def test_values_schema_is_generated_from_the_settings_model() -> None:
     options = json.loads(helm_schema.render())["properties"]["config"]["properties"]
     assert set(options) | set(helm_schema.CHART_SET) == set(Settings.model_fields)
     assert not set(options) & set(helm_schema.CHART_SET)
+    entry = json.loads(helm_schema.render())["properties"]["providers"]["items"]["properties"]
+    chart_own = {"clientSecret", "clientSecretKey"}
+    assert set(entry) - chart_own | set(helm_schema.PROVIDER_CHART_SET) == set(ProviderSpec.model_fields)
 
 
 def _sample(schema: dict[str, Any]) -> Any:
@@ -360,3 +369,107 @@ def test_every_option_is_reachable_through_config(render: Callable[..., list[dic
         )
         assert given[name] == expected, name
     assert "OIDCPROXY_COOKIE_SECRET" in _environment(docs)
+
+
+# -- several providers: `providers:` as OIDCPROXY_PROVIDERS_<n>_<OPTION> -----------------------------
+
+NO_FLAT_PROVIDER = {"config": {"oidc_issuer_url": "", "client_id": "", "redirect_url": ""}}
+
+
+def _secret_data(docs: list[dict[str, Any]]) -> dict[str, str]:
+    (secret,) = _kind(docs, "Secret")
+    return {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+
+
+def test_providers_reach_the_real_loader_with_their_secrets_from_the_charts_secret(
+    render: Callable[..., list[dict[str, Any]]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    docs = render(CHART / "ci" / "providers-values.yaml")
+    args = _container(docs)["args"]
+    assert not [a for a in args if a.startswith("--client-secret-file")], "each entry has its own secret"
+    assert not [v for v in _deployment(docs)["spec"]["template"]["spec"]["volumes"] if "secret" in v]
+    settings = _settings(docs, tmp_path, monkeypatch, _secret_data(docs))
+    staff, google = settings.providers()
+    assert settings.providers_listed and (staff.id, google.id) == ("staff", "google")
+    assert (staff.display_name, google.display_name) == ("Acme staff (Keycloak)", "Google")
+    assert staff.client_secret_value() == "kc-s3cret" and google.client_secret_value() == "g00gle-s3cret"
+    assert staff.oidc_issuer_url == "https://keycloak.example.com/realms/acme"
+    assert google.client_id == "1234-abcd.apps.googleusercontent.com"
+    assert staff.redirect_url == "https://dash.example.com/oauth2/callback/staff"
+    assert staff.allowed_group == ["dashboard-users", "dashboard-admins"], "a list, comma-joined and split"
+    assert (staff.email_domain, google.email_domain) == (["acme.example"], ["contractor.example"])
+    # what an entry leaves out comes from config:, what it gives is its own
+    assert (staff.oidc_groups_claim, google.oidc_groups_claim) == ("realm_access.roles", "groups")
+    checksum = _deployment(docs)["spec"]["template"]["metadata"]["annotations"]["checksum/secret"]
+    changed = render(
+        CHART / "ci" / "providers-values.yaml",
+        {"providers": [{**p, "clientSecret": "rotated"} for p in _provider_entries()]},
+    )
+    assert _deployment(changed)["spec"]["template"]["metadata"]["annotations"]["checksum/secret"] != checksum
+
+
+def _provider_entries() -> list[dict[str, Any]]:
+    values = yaml.safe_load((CHART / "ci" / "providers-values.yaml").read_text())
+    return list(values["providers"])
+
+
+def test_providers_with_an_existing_secret_read_their_keys_there(
+    render: Callable[..., list[dict[str, Any]]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    staff, google = _provider_entries()
+    entries = [
+        {k: v for k, v in staff.items() if k != "clientSecret"},
+        {**{k: v for k, v in google.items() if k != "clientSecret"}, "clientSecretKey": "google-oauth"},
+    ]
+    docs = render(
+        CHART / "ci" / "providers-values.yaml",
+        {"secret": {"existingSecret": "creds", "cookieSecret": ""}, "providers": entries},
+    )
+    assert not _kind(docs, "Secret")
+    refs = {
+        e["name"]: (e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"])
+        for e in _container(docs)["env"]
+        if "valueFrom" in e
+    }
+    assert refs == {
+        "OIDCPROXY_COOKIE_SECRET": ("creds", "cookie-secret"),
+        "OIDCPROXY_PROVIDERS_0_CLIENT_SECRET": ("creds", "provider-staff-client-secret"),
+        "OIDCPROXY_PROVIDERS_1_CLIENT_SECRET": ("creds", "google-oauth"),
+    }
+    existing = {"cookie-secret": COOKIE_SECRET, "provider-staff-client-secret": "a", "google-oauth": "b"}
+    settings = _settings(docs, tmp_path, monkeypatch, existing)
+    assert [(p.id, p.client_secret_value()) for p in settings.providers()] == [
+        ("staff", "a"),
+        ("google", "b"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"config": {"client_id": "apps"}}, "config.client_id: leave it empty with providers"),
+        (
+            {"providers": [{"id": "a", "email_domain": ["x.example"]}]},
+            "providers[0].clientSecret is required",
+        ),
+        (
+            {"providers": [{"id": "a", "clientSecret": "s"}]},
+            "providers[0].email_domain (or config.email_domain)",
+        ),
+        # in the clear, not through the Secret
+        ({"providers": [{"id": "a", "client_secret": "s"}]}, "additional properties 'client_secret'"),
+        ({"providers": [{"id": "A b", "clientSecret": "s"}]}, "at '/providers/0/id': 'A b'"),
+        (
+            {"providers": [{"id": "a", "clientSecret": "s", "email_domain": ["x,y"]}]},
+            "at '/providers/0/email_domain/0': 'x,y'",  # lists are comma-joined in the variable
+        ),
+        ({"providers": [{"display_name": "no id", "clientSecret": "s"}]}, "missing property 'id'"),
+    ],
+)
+def test_bad_providers_are_refused_naming_the_value(
+    render: Callable[..., list[dict[str, Any]]], values: dict[str, Any], message: str
+) -> None:
+    base = {"config": {"oidc_issuer_url": "", "client_id": "", "redirect_url": "", "email_domain": []}}
+    done = render.template(REQUIRED, base, {"providers": _provider_entries()}, values)  # type: ignore[attr-defined]
+    assert done.returncode != 0
+    assert message in done.stderr, done.stderr

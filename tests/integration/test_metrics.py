@@ -146,8 +146,8 @@ async def test_two_workers_counts_add_up_on_the_metrics_port_only(
         found = samples(body.decode())
         assert value(found, "oidcproxy_requests_total", route="proxied", status="200") == 30
         assert value(found, "oidcproxy_requests_total", route="proxied", status="401") == 7  # /metrics too
-        assert value(found, "oidcproxy_auth_decisions_total", outcome="cookie") == 30
-        assert value(found, "oidcproxy_auth_decisions_total", outcome="unauthenticated") == 7
+        assert value(found, "oidcproxy_auth_decisions_total", outcome="cookie", provider="default") == 30
+        assert value(found, "oidcproxy_auth_decisions_total", outcome="unauthenticated", provider="") == 7
         assert value(found, "oidcproxy_upstream_response_seconds_count") == 30
         assert value(found, "oidcproxy_request_duration_seconds_count", route="proxied") == 37
         version = version_info()
@@ -205,15 +205,17 @@ async def test_login_forbidden_forged_callback_and_websocket_are_counted(
 
     final = await walk_login(browser, proxy.make_url("/"), "/app", provider.login, login="alice")
     assert final.status == 200
-    assert seen("oidcproxy_logins_started_total") == 1
-    assert seen("oidcproxy_logins_completed_total") == 1
+    assert seen("oidcproxy_logins_started_total", provider="default") == 1
+    assert seen("oidcproxy_logins_completed_total", provider="default") == 1
     assert seen("oidcproxy_requests_total", route="callback", status="302") == 1
     assert seen("oidcproxy_requests_total", route="login", status="302") == 1
     assert seen("oidcproxy_session_cookie_bytes_count") == 1
     assert seen("oidcproxy_session_cookie_bytes_sum") > 100
-    assert seen("oidcproxy_provider_requests_total", endpoint="token", outcome="ok") == 1
-    assert seen("oidcproxy_provider_request_duration_seconds_count", endpoint="token") == 1
-    assert seen("oidcproxy_auth_decisions_total", outcome="cookie") == 1
+    assert seen("oidcproxy_provider_requests_total", endpoint="token", outcome="ok", provider="default") == 1
+    assert (
+        seen("oidcproxy_provider_request_duration_seconds_count", endpoint="token", provider="default") == 1
+    )
+    assert seen("oidcproxy_auth_decisions_total", outcome="cookie", provider="default") == 1
 
     async with browser.ws_connect(proxy.make_url("/ws")) as ws:
         await ws.receive_str()
@@ -227,7 +229,7 @@ async def test_login_forbidden_forged_callback_and_websocket_are_counted(
     assert seen("oidcproxy_requests_total", route="auth_request", status="202") == 1
     forged = await browser.get(proxy.make_url("/oauth2/callback?state=x&code=y"), headers=JSON)
     assert forged.status == 400
-    assert seen("oidcproxy_login_failures_total", reason="state") == 1
+    assert seen("oidcproxy_login_failures_total", reason="state", provider="default") == 1
     out = await browser.get(proxy.make_url("/oauth2/sign_out"), allow_redirects=False)
     assert out.status in (200, 302)  # our page, or on to the provider's end_session_endpoint
     assert seen("oidcproxy_session_store_operations_total", operation="clear", outcome="ok") >= 1
@@ -235,8 +237,8 @@ async def test_login_forbidden_forged_callback_and_websocket_are_counted(
     browser.cookie_jar.clear()
     refused = await walk_login(browser, proxy.make_url("/"), "/", provider.login, login="mallory")
     assert refused.status == 403
-    assert seen("oidcproxy_login_failures_total", reason="forbidden") == 1
-    assert seen("oidcproxy_logins_completed_total") == 1
+    assert seen("oidcproxy_login_failures_total", reason="forbidden", provider="default") == 1
+    assert seen("oidcproxy_logins_completed_total", provider="default") == 1
 
     checked = promtool(generate_latest(metrics.registry))
     assert checked.returncode == 0, checked.stdout + checked.stderr
@@ -257,20 +259,30 @@ async def test_refresh_outcomes_and_key_set_fetches(
     assert (await sign_in(browser, proxy, "alice")).status == 200
     clock.advance(6)
     assert (await browser.get(proxy.make_url("/a"))).status == 200
-    assert seen("oidcproxy_refreshes_total", outcome="ok") == 1
+    assert seen("oidcproxy_refreshes_total", outcome="ok", provider="default") == 1
     idp.stop()  # the tap answers 502: transient, the session stays
     clock.advance(6)
     assert (await browser.get(proxy.make_url("/b"))).status == 200
-    assert seen("oidcproxy_refreshes_total", outcome="transient") == 1
-    assert seen("oidcproxy_provider_requests_total", endpoint="token", outcome="error") == 1
+    assert seen("oidcproxy_refreshes_total", outcome="transient", provider="default") == 1
+    assert (
+        seen("oidcproxy_provider_requests_total", endpoint="token", outcome="error", provider="default") == 1
+    )
     idp.restart()  # forgot its refresh tokens: invalid_grant ends the session
     clock.advance(31)
     assert (await browser.get(proxy.make_url("/c"), headers=JSON)).status == 401
-    assert seen("oidcproxy_refreshes_total", outcome="fatal") == 1
-    assert seen("oidcproxy_provider_requests_total", endpoint="token", outcome="refused") == 1
+    assert seen("oidcproxy_refreshes_total", outcome="fatal", provider="default") == 1
+    assert (
+        seen("oidcproxy_provider_requests_total", endpoint="token", outcome="refused", provider="default")
+        == 1
+    )
     keys = proxy.app[OIDC].keys
     assert keys is not None and keys.fetches >= 1
-    assert seen("oidcproxy_provider_requests_total", endpoint="jwks", outcome="ok") == keys.fetches
-    assert seen("oidcproxy_jwks_fetches_total", outcome="ok") == 0, "mirrored at sync, not before"
+    assert (
+        seen("oidcproxy_provider_requests_total", endpoint="jwks", outcome="ok", provider="default")
+        == keys.fetches
+    )
+    assert seen("oidcproxy_jwks_fetches_total", outcome="ok", provider="default") == 0, (
+        "mirrored at sync, not before"
+    )
     metrics.sync()  # what a scrape does first (and every few seconds, with several workers)
-    assert seen("oidcproxy_jwks_fetches_total", outcome="ok") == keys.fetches
+    assert seen("oidcproxy_jwks_fetches_total", outcome="ok", provider="default") == keys.fetches

@@ -9,12 +9,16 @@ proxy), the embedded provider counts its own requests.
 from __future__ import annotations
 
 import logging
+import shutil
+import subprocess
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 from yarl import URL
 
 from oidcproxy.config import Settings
@@ -22,6 +26,7 @@ from oidcproxy.idp import IdPClient, IdPConfig, subject_for
 from oidcproxy.idp.app import DevIdP
 from oidcproxy.model import FakeClock, system_clock
 from oidcproxy.web.app import build_app
+from oidcproxy.web.appkeys import METRICS, PROVIDERS
 from tests.factories import COOKIE_SECRET
 from tests.support.devidp import dev_login
 from tests.support.nodeidp import NodeIdP, provider_login
@@ -269,3 +274,82 @@ async def test_sign_out_and_back_channel_logout_reach_only_the_sessions_provider
         out = await browser.get(env.proxy.make_url("/oauth2/sign_out"), allow_redirects=False)
         assert out.status == 302 and out.headers["Location"].startswith(env.dev.config.issuer + "/")
         assert "client_id=proxy-at-dev" in out.headers["Location"]
+
+
+def promtool(exposition: str) -> subprocess.CompletedProcess[str]:
+    found = shutil.which("promtool")
+    assert found, "promtool is installed by scripts/setup.sh (Debian package prometheus)"
+    command = [found, "check", "metrics"]
+    return subprocess.run(command, input=exposition, capture_output=True, text=True, timeout=60)
+
+
+async def test_metrics_carry_the_provider_of_each_sign_in_refresh_call_and_key_set(two: Any) -> None:
+    """With --metrics-address, each counter that concerns a provider is labelled with its id: node's
+    sign-ins, refusals, refreshes, provider calls and key set fetches apart from dev's; a callback
+    at a path of no configured provider counts as provider ""; promtool accepts the exposition."""
+    env = await two(metrics_address="127.0.0.1:0", cookie_refresh="1m")
+    metrics = env.proxy.app[METRICS]
+    assert metrics.registry is not None
+
+    def seen(name: str, **labels: str) -> float:
+        assert metrics.registry is not None
+        return metrics.registry.get_sample_value(name, labels) or 0.0
+
+    node_browser = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+    dev_browser = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+    async with node_browser, dev_browser:
+        assert (await sign_in(node_browser, env.proxy, "node", "alice")).status == 302
+        assert (await sign_in(dev_browser, env.proxy, "dev", "carol@partner.test")).status == 302
+        assert (await sign_in(dev_browser, env.proxy, "node", "bob")).status == 403  # node's rules
+        for browser in (node_browser, dev_browser):
+            forged = await browser.get(
+                env.proxy.make_url("/oauth2/callback/dev?state=x&code=y"), headers=HTML
+            )
+            assert forged.status == 400
+        evil = await node_browser.get(
+            env.proxy.make_url("/oauth2/callback/evil?state=x&code=y"), headers=HTML
+        )
+        assert evil.status == 400
+        dev_browser.cookie_jar.clear()
+        assert (await sign_in(dev_browser, env.proxy, "dev", "carol@partner.test")).status == 302
+        env.clock.advance(90)
+        assert (await node_browser.get(env.proxy.make_url("/who"))).status == 200  # refreshed at node
+        assert (await dev_browser.get(env.proxy.make_url("/who"))).status == 200  # refreshed at dev
+        assert (await dev_browser.get(env.proxy.make_url("/who"))).status == 200  # fresh now
+
+    for pid, started, completed in (("node", 2, 1), ("dev", 2, 2)):
+        assert seen("oidcproxy_logins_started_total", provider=pid) == started
+        assert seen("oidcproxy_logins_completed_total", provider=pid) == completed
+        assert (
+            seen("oidcproxy_provider_requests_total", endpoint="discovery", outcome="ok", provider=pid) == 1
+        )
+        assert seen("oidcproxy_refreshes_total", outcome="ok", provider=pid) == 1
+        # the code redeemed for each sign-in, then the refresh grant
+        assert seen("oidcproxy_provider_requests_total", endpoint="token", outcome="ok", provider=pid) == (
+            started + 1
+        )
+        assert seen("oidcproxy_provider_request_duration_seconds_count", endpoint="token", provider=pid) == (
+            started + 1
+        )
+    assert seen("oidcproxy_auth_decisions_total", outcome="cookie", provider="node") == 1
+    assert seen("oidcproxy_auth_decisions_total", outcome="cookie", provider="dev") == 2
+    assert seen("oidcproxy_login_failures_total", reason="forbidden", provider="node") == 1
+    assert seen("oidcproxy_login_failures_total", reason="state", provider="dev") == 2
+    assert seen("oidcproxy_login_failures_total", reason="state", provider="") == 1  # not "evil"
+    assert seen("oidcproxy_provider_requests_total", endpoint="other", outcome="ok", provider="") == 0
+
+    metrics.sync()  # what a scrape does first: each provider's own key set, mirrored
+    for provider in env.proxy.app[PROVIDERS]:
+        keys = provider.client.keys
+        assert keys is not None and keys.fetches >= 1
+        assert seen("oidcproxy_jwks_fetches_total", outcome="ok", provider=provider.id) == keys.fetches
+        assert seen(
+            "oidcproxy_provider_requests_total", endpoint="jwks", outcome="ok", provider=provider.id
+        ) == (keys.fetches)
+    exposition = generate_latest(metrics.registry).decode()
+    labelled = {
+        s.labels.get("provider") for f in text_string_to_metric_families(exposition) for s in f.samples
+    }
+    assert labelled == {None, "", "node", "dev"}, "bounded: the configured ids, none, or no such label"
+    checked = promtool(exposition)
+    assert checked.returncode == 0, checked.stdout + checked.stderr

@@ -24,6 +24,7 @@ from oidcproxy.idp.app import DevIdP
 from oidcproxy.model import system_clock
 from oidcproxy.oidc import entra_issuers
 from oidcproxy.web.app import build_app
+from oidcproxy.web.appkeys import METRICS
 from tests.factories import COOKIE_SECRET, walk_login
 from tests.support.nodeidp import NodeIdP, provider_login
 from tests.support.oidcflow import IdPTap, provider_key
@@ -83,7 +84,8 @@ async def test_bearer_tokens_from_each_provider_with_its_own_audiences_and_rules
         {"id": "dev", "oidc_issuer_url": dev.config.issuer, "client_id": "at-dev", "client_secret": "s",
          "email_domains": ["*"]},
     ]  # fmt: skip
-    settings = Settings.from_sources(flat(upstream, skip_jwt_bearer_tokens=True), providers=providers)
+    extra = {"skip_jwt_bearer_tokens": True, "metrics_address": "127.0.0.1:0"}
+    settings = Settings.from_sources(flat(upstream, **extra), providers=providers)
     proxy = await aiohttp_server(build_app(settings))
 
     async def status(token: str) -> int:
@@ -99,6 +101,17 @@ async def test_bearer_tokens_from_each_provider_with_its_own_audiences_and_rules
     # each issuer with its own audience only, and its own key only
     assert await status(dev_token(dev, person(dev.config.issuer, idp.client_id))) == 401
     assert await status(node_token(idp, person(dev.config.issuer, "at-dev"))) == 401
+    # the auth decisions carry the provider whose token it was (none for the refused ones)
+    registry = proxy.app[METRICS].registry
+    assert registry is not None
+    decisions = {
+        (x.labels["outcome"], x.labels["provider"]): x.value
+        for family in registry.collect()
+        for x in family.samples
+        if x.name == "oidcproxy_auth_decisions_total" and x.value
+    }
+    assert decisions == {("bearer", "node"): 1, ("bearer", "dev"): 1, ("forbidden", "node"): 1,
+                         ("unauthenticated", ""): 2}  # fmt: skip
 
 
 async def entra_proxy(

@@ -45,7 +45,7 @@ them (values.schema.json leaves them out).
 {{- define "oidcproxy.args" -}}
 - --http-address=0.0.0.0:{{ .Values.service.port }}
 - --workers={{ .Values.workers }}
-{{- if .Values.secret.clientSecretKey }}
+{{- if include "oidcproxy.flatClientSecret" . }}
 - --client-secret-file=/etc/oidcproxy/secrets/client-secret
 {{- end }}
 {{- $config := deepCopy .Values.config }}
@@ -75,8 +75,51 @@ them (values.schema.json leaves them out).
 {{- end }}
 {{- end -}}
 
+{{/* The flat provider's client secret (a file from the Secret): not with `providers`, whose entries
+have their own. */}}
+{{- define "oidcproxy.flatClientSecret" -}}
+{{- if and .Values.secret.clientSecretKey (not .Values.providers) }}true{{ end -}}
+{{- end -}}
+
+{{/* The key of the Secret holding provider entry `index 1`'s client secret; empty for a public client. */}}
+{{- define "oidcproxy.providerSecretKey" -}}
+{{- $p := index . 1 -}}
+{{- if hasKey $p "clientSecretKey" }}{{ $p.clientSecretKey }}{{ else }}provider-{{ $p.id }}-client-secret{{ end -}}
+{{- end -}}
+
+{{/*
+The `providers` entries as OIDCPROXY_PROVIDERS_<n>_<OPTION> variables (README "Several providers"):
+lists comma-joined, booleans true/false; the client secret from the Secret.
+*/}}
+{{- define "oidcproxy.providersEnv" -}}
+{{- range $index, $entry := .Values.providers }}
+{{- range $name, $value := omit $entry "clientSecret" "clientSecretKey" }}
+{{- $text := "" }}
+{{- if kindIs "slice" $value }}
+{{- $text = join "," $value }}
+{{- else if not (kindIs "invalid" $value) }}
+{{- $text = toString $value }}
+{{- end }}
+{{- if ne $text "" }}
+- name: {{ printf "OIDCPROXY_PROVIDERS_%d_%s" $index (upper $name) }}
+  value: {{ $text | quote }}
+{{- end }}
+{{- end }}
+{{- with include "oidcproxy.providerSecretKey" (list $ $entry) }}
+- name: {{ printf "OIDCPROXY_PROVIDERS_%d_CLIENT_SECRET" $index }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "oidcproxy.secretName" $ }}
+      key: {{ . }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
 {{/* Fail closed: one line naming the value and the fix. */}}
 {{- define "oidcproxy.validate" -}}
+{{- if .Values.providers }}
+{{- include "oidcproxy.validateProviders" . }}
+{{- else }}
 {{- range $name := list "oidc_issuer_url" "client_id" "redirect_url" }}
 {{- if not (index $.Values.config $name) }}
 {{- fail (printf "config.%s is required: set it in your values (see values.yaml)" $name) }}
@@ -85,10 +128,11 @@ them (values.schema.json leaves them out).
 {{- if and (not .Values.config.email_domain) (not .Values.config.authenticated_emails_file) }}
 {{- fail "config.email_domain (or config.authenticated_emails_file) is required: the allowed domains, or [\"*\"] for any verified email" }}
 {{- end }}
+{{- end }}
 {{- if and (not .Values.secret.existingSecret) (not .Values.secret.cookieSecret) }}
 {{- fail "secret.cookieSecret is required (32 random bytes, URL-safe base64), or name a Secret in secret.existingSecret" }}
 {{- end }}
-{{- if and (not .Values.secret.existingSecret) .Values.secret.clientSecretKey (not .Values.secret.clientSecret) }}
+{{- if and (not .Values.secret.existingSecret) (include "oidcproxy.flatClientSecret" .) (not .Values.secret.clientSecret) }}
 {{- fail "secret.clientSecret is required, or set secret.clientSecretKey=\"\" for a public client, or name a Secret in secret.existingSecret" }}
 {{- end }}
 {{- if and (eq .Values.mode "sidecar") (not .Values.app.image) }}
@@ -105,5 +149,22 @@ them (values.schema.json leaves them out).
 {{- end }}
 {{- if and .Values.autoscaling.enabled (lt (int .Values.autoscaling.minReplicas) 2) }}
 {{- fail "autoscaling.minReplicas must be 2 or more, so that the PodDisruptionBudget lets a node drain" }}
+{{- end }}
+{{- end -}}
+
+{{/* With `providers`: the flat provider options stay empty; each entry has its rules and its secret. */}}
+{{- define "oidcproxy.validateProviders" -}}
+{{- range $name := list "oidc_issuer_url" "client_id" "redirect_url" }}
+{{- if index $.Values.config $name }}
+{{- fail (printf "config.%s: leave it empty with providers; set %s in each entry" $name $name) }}
+{{- end }}
+{{- end }}
+{{- range $index, $entry := .Values.providers }}
+{{- if and (not $entry.email_domain) (not $.Values.config.email_domain) (not $.Values.config.authenticated_emails_file) }}
+{{- fail (printf "providers[%d].email_domain (or config.email_domain) is required: the allowed domains, or [\"*\"] for any verified email" $index) }}
+{{- end }}
+{{- if and (not $.Values.secret.existingSecret) (include "oidcproxy.providerSecretKey" (list $ $entry)) (not $entry.clientSecret) }}
+{{- fail (printf "providers[%d].clientSecret is required, or set its clientSecretKey=\"\" for a public client, or name a Secret in secret.existingSecret" $index) }}
+{{- end }}
 {{- end }}
 {{- end -}}
