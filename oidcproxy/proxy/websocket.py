@@ -168,6 +168,8 @@ class _Side(asyncio.Protocol):
         """Our own close frame to this side; nothing of its peer's follows it. If this side had sent
         its close already, that ends its closing handshake (RFC 6455 7.1.1): its socket is closed."""
         self.peer.forwarding = False
+        if self.transport.is_closing():
+            return  # uvloop refuses writes to a closed transport
         self.transport.write(close_frame(code, reason, os.urandom(4) if self.masked else None))
         if self.frames.closed:
             self.transport.close()
@@ -232,14 +234,17 @@ class _Relay:
     # -- the sockets' callbacks
     def received(self, src: _Side, data: bytes) -> None:
         self.last = self._loop.time()
-        if src.forwarding:
-            if not self.ending:
-                src.peer.transport.write(data)
-                src.frames.feed(data)
-                return
-            taken = src.frames.feed(data, stop_at_boundary=True)  # the frame under way may finish
+        sink = src.peer.transport
+        if src.forwarding and not self.ending and not sink.is_closing():
+            sink.write(data)
+            src.frames.feed(data)
+            return
+        if sink.is_closing():
+            src.forwarding = False  # the peer is gone (uvloop refuses writes to a closed transport)
+        if src.forwarding:  # we are ending: the frame under way may finish, then our close follows
+            taken = src.frames.feed(data, stop_at_boundary=True)
             if taken:
-                src.peer.transport.write(data[:taken])
+                sink.write(data[:taken])
             if not src.frames.at_boundary:
                 return
             src.peer.say_close(*self._codes(src.peer))

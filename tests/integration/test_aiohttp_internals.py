@@ -178,9 +178,7 @@ async def test_take_transport_hands_the_connection_over_after_a_101() -> None:
     await site.start()
     reader, writer = await asyncio.open_connection("127.0.0.1", runner.addresses[0][1])
     try:
-        writer.write(
-            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nearly"
-        )
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nearly")
         async with asyncio.timeout(10):
             head = await reader.readuntil(b"\r\n\r\n")
             assert head.startswith(b"HTTP/1.1 101 ")
