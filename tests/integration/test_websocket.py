@@ -209,3 +209,15 @@ async def test_open_websockets_hold_no_task_nor_aiohttp_connection_in_the_proxy(
     async with asyncio.timeout(10):
         while len(relays):  # noqa: ASYNC110 - relays end in transport callbacks; nothing to await
             await asyncio.sleep(0.01)
+
+
+async def test_stopping_proxy_closes_open_websockets_with_1001(
+    proxy: TestServer, upstream: TestServer, browser: aiohttp.ClientSession, provider: Any
+) -> None:
+    await _signed_in(proxy, browser, provider)
+    async with browser.ws_connect(proxy.make_url("/ws")) as ws:
+        await ws.receive_json()
+        await proxy.close()
+        closing = await asyncio.wait_for(ws.receive(), 10)
+        assert (closing.type, closing.data) == (aiohttp.WSMsgType.CLOSE, 1001)  # going away
+    assert await asyncio.wait_for(upstream.app[CLOSED].get(), 10) == 1001
