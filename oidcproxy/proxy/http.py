@@ -102,7 +102,7 @@ class UpstreamProxy:
             connect_timeout_s=connect_timeout_s, max_field_size=max_field_size, tls=self._tls
         )
         self._caches = HeaderCaches()
-        self.websockets = Relays()  # the open ones, closed when the proxy stops
+        self.websockets = Relays(self._observer.websockets_open)  # the open ones
         # Responses cut after their status line was sent, by who failed: "upstream" or "client".
         self.cut: collections.Counter[str] = collections.Counter()
 
@@ -111,9 +111,7 @@ class UpstreamProxy:
 
     def going_away(self) -> int:
         """Shutdown: every open WebSocket gets 1001 both ways; answers how many were open."""
-        count = len(self.websockets)
-        self.websockets.close_all()
-        return count
+        return self.websockets.going_away()
 
     async def close(self) -> None:
         self.websockets.close_all()

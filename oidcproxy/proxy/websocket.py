@@ -5,7 +5,8 @@ After both handshakes the two sockets are joined by asyncio protocol callbacks: 
 each other), a socket that cannot take more pauses reading from the other, and no task, buffer or
 parsed WebSocket object is held per socket. `frames.FrameTracker` only follows frame boundaries, so
 that the watchdog can put a close frame between two frames: 1008 to the browser (1001 to the
-upstream) when the session behind the socket ends or is revoked, 1001 when it sat idle.
+upstream) when the session behind the socket ends or is revoked, 1001 when it sat idle or the server
+shuts down (`Relays.going_away`).
 Uses aiohttp.web for the browser's 101; imports errors, model, aiohttp_internals and the rest of proxy.
 """
 
@@ -29,14 +30,14 @@ from oidcproxy.proxy.client import UpstreamClient
 from oidcproxy.proxy.connection import UpstreamResponse
 from oidcproxy.proxy.frames import FrameTracker, accept_value, close_frame, valid_key
 
-__all__ = ["POLICY_VIOLATION", "Relays", "WebSocketTimeouts", "connect", "relay"]
+__all__ = ["GOING_AWAY", "POLICY_VIOLATION", "Relays", "WebSocketTimeouts", "connect", "relay"]
 
 log = logging.getLogger("oidcproxy.upstream")
 
 _HANDSHAKE = ("sec-websocket-key", "sec-websocket-version", "sec-websocket-accept")
 _NEGOTIATED = ("Sec-WebSocket-Protocol", "Sec-WebSocket-Extensions")  # the endpoints' own choice
 POLICY_VIOLATION = 1008
-_GOING_AWAY = 1001
+GOING_AWAY = 1001
 _BROKEN = 1011  # the other side vanished without a close frame
 _CLOSE_WAIT_S = 10.0  # after our close frames, how long each side has to answer (aiohttp's default)
 
@@ -89,15 +90,34 @@ async def connect(
 
 
 class Relays:
-    """The open relays of one proxy, so that its shutdown can close them; each leaves when it ends."""
+    """The open relays of one proxy, so that its shutdown can close them; each leaves when it ends.
+    `counted(+1 / -1)` hears each one start and end (the metrics' open WebSockets)."""
 
-    __slots__ = ("_open",)
+    __slots__ = ("_counted", "_open")
 
-    def __init__(self) -> None:
+    def __init__(self, counted: Callable[[int], None] = lambda _: None) -> None:
         self._open: set[_Relay] = set()
+        self._counted = counted
 
     def __len__(self) -> int:
         return len(self._open)
+
+    def add(self, relay: _Relay) -> None:
+        self._open.add(relay)
+        self._counted(1)
+
+    def discard(self, relay: _Relay) -> None:
+        if relay in self._open:
+            self._open.remove(relay)
+            self._counted(-1)
+
+    def going_away(self) -> int:
+        """The server is shutting down: 1001 both ways (RFC 6455 7.4.1), each side given its time to
+        answer; answers how many were open."""
+        open_now = [one for one in self._open if not one.ending]
+        for one in open_now:
+            one.end(GOING_AWAY, b"server shutting down")
+        return len(open_now)
 
     def close_all(self) -> None:
         for one in list(self._open):
@@ -209,7 +229,7 @@ class _Relay:
         self._loop = asyncio.get_running_loop()
         self.last = self._loop.time()
         self.ending = False
-        self._code, self._reason = _GOING_AWAY, b""
+        self._code, self._reason = GOING_AWAY, b""
         self._handle: asyncio.TimerHandle | None = None
 
     def join(
@@ -218,7 +238,7 @@ class _Relay:
         self._client = _Side(self, client, masked=False)
         self._upstream = _Side(self, upstream, masked=True)
         self._client.peer, self._upstream.peer = self._upstream, self._client
-        self._relays._open.add(self)
+        self._relays.add(self)
         client.set_protocol(self._client)
         upstream.set_protocol(self._upstream)
         self._arm()
@@ -284,7 +304,7 @@ class _Relay:
             self.end(POLICY_VIOLATION, b"session revoked")
         elif idle > 0 and self._loop.time() - self.last >= idle:
             log.info("closing a websocket idle for %gs", idle)
-            self.end(_GOING_AWAY, b"idle timeout")
+            self.end(GOING_AWAY, b"idle timeout")
         else:
             self._arm()
 
@@ -301,7 +321,7 @@ class _Relay:
         # The upstream gets 1001 (going away) where the browser gets 1008: the policy decision is ours,
         # and the upstream did nothing wrong (RFC 6455 7.4.1).
         if side is self._upstream and self._code == POLICY_VIOLATION:
-            return _GOING_AWAY, self._reason
+            return GOING_AWAY, self._reason
         return self._code, self._reason
 
     def _deadline(self) -> None:
@@ -330,4 +350,4 @@ class _Relay:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
-        self._relays._open.discard(self)
+        self._relays.discard(self)
