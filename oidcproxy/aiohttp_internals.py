@@ -2,13 +2,15 @@
 
 aiohttp is capped to the minor series the tests pass on (pyproject.toml), and
 tests/integration/test_aiohttp_internals.py checks each thing relied on here by name, so an upgrade
-that changes one fails there, loudly, instead of as a bare 400 or a slower proxy. Two needs:
+that changes one fails there, loudly, instead of as a bare 400 or a slower proxy. Three needs:
 
 - `BufferedHeadersResponse`: a streamed response whose status line and headers leave with the first
   body chunk (one write for a small answer instead of two).
 - `hook_servers`: answer what aiohttp's parser refuses (a header line too long, too many header
   lines) as we choose, and check every request before aiohttp's own Expect handling; both happen
   before any handler or middleware runs.
+- `take_transport`: after a WebSocket's 101, the connection leaves aiohttp for the raw relay, so an
+  idle socket holds no aiohttp request, protocol state or task.
 
 Imports nothing from oidcproxy: the policy (431 pages, logging) is the caller's.
 """
@@ -23,7 +25,14 @@ from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage
 from aiohttp.web_request import BaseRequest
 
-__all__ = ["BufferedHeadersResponse", "Handler", "ParseErrorAnswer", "hook_servers", "too_many_headers"]
+__all__ = [
+    "BufferedHeadersResponse",
+    "Handler",
+    "ParseErrorAnswer",
+    "hook_servers",
+    "take_transport",
+    "too_many_headers",
+]
 
 Handler = Callable[[BaseRequest], Awaitable[web.StreamResponse]]
 ParseErrorAnswer = Callable[[BaseRequest, BaseException | None], web.StreamResponse | None]
@@ -125,3 +134,27 @@ def hook_servers(
         )
 
     setattr(app, "_make_handler", make_handler)  # noqa: B010 - an instance hook, see above
+
+
+def take_transport(request: BaseRequest) -> tuple[asyncio.Transport, bytes]:
+    """Take the request's connection away from aiohttp, after its 101 went out: the transport, and
+    the bytes the client sent behind its upgrade request (RFC 6455 4.1 says none, but they are kept).
+
+    The caller must set its own protocol on the transport at once and return the prepared response
+    from its handler. aiohttp has no public way to hand a connection over. Private behaviour:
+    - `RequestHandler.transport` set to None first: `connection_lost` then forgets the connection
+      without closing it, and `start()` closes only a transport it still has;
+    - `RequestHandler.connection_lost(None)`: the web.Server's count of connections drops it (its
+      shutdown waits for none), the keep-alive timer stops, and the handler's task runs to its end
+      (our response's write_eof has nothing left to write) instead of waiting on the socket;
+    - `RequestHandler._message_tail`: what the parser kept behind an accepted upgrade request.
+    """
+    protocol = request.protocol
+    transport = protocol.transport
+    if transport is None:
+        raise ConnectionResetError("the client left before its WebSocket began")
+    tail = bytes(protocol._message_tail)
+    protocol._message_tail = b""
+    protocol.transport = None
+    protocol.connection_lost(None)
+    return transport, tail

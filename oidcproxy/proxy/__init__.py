@@ -3,8 +3,9 @@
     headers     pure header policy: what goes upstream, what /oauth2/auth answers, owned headers
     routes      pure: path prefix -> upstream origin, origin-form targets only
     http        UpstreamProxy: streams a request and its answer, owns the connection pools
-    websocket   the WebSocket relay: handshake, a pump each way, the session/idle watchdog
-    client      our HTTP/1.1 client (keep-alive pool per origin)
+    websocket   the WebSocket relay: handshake, then raw bytes both ways, the session/idle watchdog
+    frames      pure: the RFC 6455 bits the relay needs (accept value, close frames, frame boundaries)
+    client      our HTTP/1.1 client (keep-alive pool per origin; upgrade handshakes)
     connection  one upstream connection and the response it carries (llhttp)
     tls         the one SSLContext for https/wss upstreams (CA files, client certificate, skip-verify)
 

@@ -2,8 +2,9 @@
 responses parsed by llhttp (httptools, in `connection`) and handed out chunk by chunk with
 back-pressure both ways.
 
-Used by `http` for everything but WebSockets (those keep aiohttp's ws_connect). Knows nothing of
-sessions or header policy: it sends the headers it is given. Imports only errors.
+Used by `http` for plain requests and by `websocket` for the upgrade handshake (`upgrade`: a fresh
+connection, handed over after its 101). Knows nothing of sessions or header policy: it sends the
+headers it is given. Imports only errors.
 """
 
 from __future__ import annotations
@@ -75,6 +76,26 @@ class UpstreamClient:
                 raise
         conn = await self._connect(origin)
         return await self._exchange(conn, method, head, body, chunked)
+
+    async def upgrade(self, url: URL, headers: Iterable[tuple[str, str]]) -> UpstreamResponse:
+        """Send an upgrade request (a GET, no body) on a connection of its own and wait for the answer.
+
+        On a 101 the connection is the caller's from then on: out of the pool, reading paused, and
+        `response.tail` holding what came right behind the 101. Any other answer is a plain response.
+        """
+        origin: Origin = (url.scheme, url.host or "", url.port or 80)
+        head, _ = _head("GET", url, headers, False, b"")
+        conn = await self._connect(origin)
+        self._all.discard(conn)  # held for the socket's lifetime, closed by its owner
+        response = UpstreamResponse(conn, no_body=False)
+        conn.begin(response, upgrade=True)
+        try:
+            conn.write(head)
+            await response._head()
+        except BaseException:
+            conn.close()
+            raise
+        return response
 
     async def _exchange(
         self, conn: _Connection, method: str, head: bytes, body: AsyncIterator[bytes] | None, chunked: bool

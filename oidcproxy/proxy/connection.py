@@ -46,6 +46,7 @@ class _Connection(asyncio.Protocol):
         self._reading_paused = False
         self._parser: Any = None
         self._response: UpstreamResponse | None = None
+        self._upgrade = False  # a WebSocket handshake: a 101 ends our part, the relay takes the socket
 
     # -- transport callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -65,7 +66,13 @@ class _Connection(asyncio.Protocol):
                 return
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
+        except httptools.HttpParserUpgrade as switched:
+            if self._upgrade and response.status == 101 and self.transport is not None:
+                # The bytes after the 101 are the upstream's first frames: the relay's, as is the socket.
+                response.tail = data[switched.args[0] :]
+                self.transport.pause_reading()
+                self._parser = None
+                return
             response.fail(UpstreamUnavailable(f"{self._where()}: unexpected protocol switch"))
             self.close()
         except httptools.HttpParserError as exc:
@@ -124,6 +131,9 @@ class _Connection(asyncio.Protocol):
             return
         status = self._parser.get_status_code()
         if 100 <= status < 200:
+            if status == 101 and self._upgrade:
+                response.headers_ready(status, False)
+                return
             if status == 101:
                 raise UpstreamUnavailable(f"{self._where()}: 101 to a plain request")
             response.raw.clear()  # 100 Continue, 103 Early Hints: interim, the real answer follows
@@ -145,9 +155,10 @@ class _Connection(asyncio.Protocol):
             response.finish()
 
     # -- used by the client and the response
-    def begin(self, response: UpstreamResponse) -> None:
+    def begin(self, response: UpstreamResponse, *, upgrade: bool = False) -> None:
         self._response = response
         self._parser = httptools.HttpResponseParser(self)
+        self._upgrade = upgrade
 
     def end(self) -> None:
         self._response = None
@@ -202,6 +213,7 @@ class UpstreamResponse:
         "raw",
         "reason",
         "status",
+        "tail",
     )
 
     def __init__(self, conn: _Connection, no_body: bool) -> None:
@@ -221,6 +233,7 @@ class UpstreamResponse:
         self.complete = False
         self.keep_alive = False
         self.close_delimited = False
+        self.tail = b""  # after a 101: what the upstream sent right behind it
 
     # -- fed by the connection
     def headers_ready(self, status: int, keep_alive: bool) -> None:
@@ -269,6 +282,10 @@ class UpstreamResponse:
             self._waiter = None
 
     # -- for the caller
+    @property
+    def connection(self) -> _Connection:
+        return self._conn
+
     @property
     def at_eof(self) -> bool:
         return self.complete and not self.chunks

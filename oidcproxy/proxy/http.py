@@ -1,10 +1,10 @@
 """UpstreamProxy: streams a request to its route's upstream and the answer back, without buffering.
 
-Plain HTTP goes through our own client (`client`); WebSockets through aiohttp's ws_connect and the
-relay in `websocket`. Uses aiohttp.web because it moves bytes between two sockets; decides nothing
-about who may pass (the gate did) nor which headers go (`headers` did). An injected `ProxyObserver`
-hears what happened (the web layer's metrics). Imports config, errors, model, aiohttp_internals
-(one private aiohttp switch) and the rest of `proxy`.
+Plain HTTP goes through our own client (`client`); so does a WebSocket's handshake, and then the raw
+relay in `websocket` joins the two sockets. Uses aiohttp.web because it moves bytes between two
+sockets; decides nothing about who may pass (the gate did) nor which headers go (`headers` did). An
+injected `ProxyObserver` hears what happened (the web layer's metrics). Imports config, errors, model,
+aiohttp_internals (one private aiohttp switch) and the rest of `proxy`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
@@ -33,7 +32,7 @@ from oidcproxy.proxy.headers import (
     upstream_headers,
 )
 from oidcproxy.proxy.routes import Route, Router, upstream_url
-from oidcproxy.proxy.websocket import Watchdog, WebSocketTimeouts, connect, relay
+from oidcproxy.proxy.websocket import Relays, WebSocketTimeouts, connect, relay
 
 __all__ = ["UPSTREAM", "ProxyObserver", "UpstreamProxy", "View"]
 
@@ -98,43 +97,25 @@ class UpstreamProxy:
         self._view = view
         self._ws = websocket
         self._clock = clock
-        self._http: aiohttp.ClientSession | None = None
         self._tls = tls if tls is not None else ssl.create_default_context()
         self._client = UpstreamClient(
             connect_timeout_s=connect_timeout_s, max_field_size=max_field_size, tls=self._tls
         )
         self._caches = HeaderCaches()
-        self._closing: set[asyncio.Future[bool]] = set()  # WebSocket closes still being sent
-        self._open_sockets: set[Watchdog] = set()  # one per open WebSocket
+        self.websockets = Relays(self._observer.websockets_open)  # the open ones
         # Responses cut after their status line was sent, by who failed: "upstream" or "client".
         self.cut: collections.Counter[str] = collections.Counter()
 
     async def start(self) -> None:
-        # No cap per host: every open WebSocket holds one upstream connection for its lifetime, so a cap
-        # of 512 stalled the 513th WebSocket of a worker (bench/: 10,000 idle WebSockets). Keep-alive
-        # connections are bounded by the client's own concurrency, as with nginx's upstream keepalive.
-        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30, ssl=self._tls)
-        self._http = aiohttp.ClientSession(
-            connector=connector,
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout_s),
-            auto_decompress=False,
-            cookie_jar=aiohttp.DummyCookieJar(),
-            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
-            max_field_size=self._max_field_size,
-            max_line_size=self._max_field_size,
-        )
+        """Nothing to open ahead: connections are made on demand (kept for the app's cleanup context)."""
 
     def going_away(self) -> int:
-        """Shutdown: close every open WebSocket with 1001 both ways; answers how many were open."""
-        sockets = list(self._open_sockets)
-        for watchdog in sockets:
-            watchdog.going_away()
-        return len(sockets)
+        """Shutdown: every open WebSocket gets 1001 both ways; answers how many were open."""
+        return self.websockets.going_away()
 
     async def close(self) -> None:
+        self.websockets.close_all()
         await self._client.close()
-        if self._http is not None:
-            await self._http.close()
 
     async def handle(
         self,
@@ -167,22 +148,8 @@ class UpstreamProxy:
         )
         url = upstream_url(route.base, request.raw_path)
         if websocket:
-            assert self._http is not None  # noqa: S101 - started by the app's cleanup context
-            upstream = await connect(self._http, request, url, headers, self._ws)
-            self._observer.websockets_open(1)
-            try:
-                return await relay(
-                    request,
-                    upstream,
-                    self._ws,
-                    self._clock,
-                    expires_at,
-                    self._closing,
-                    alive,
-                    self._open_sockets,
-                )
-            finally:
-                self._observer.websockets_open(-1)
+            upstream = await connect(self._client, request, url, headers, self._ws)
+            return await relay(request, upstream, self._ws, self._clock, expires_at, self.websockets, alive)
         block = b""
         if identity is not None and tokens is not None:
             block = self._caches.identity.block(self.policy, identity, tokens)

@@ -17,7 +17,13 @@ from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from aiohttp.web_request import BaseRequest
 
-from oidcproxy.aiohttp_internals import BufferedHeadersResponse, Handler, hook_servers, too_many_headers
+from oidcproxy.aiohttp_internals import (
+    BufferedHeadersResponse,
+    Handler,
+    hook_servers,
+    take_transport,
+    too_many_headers,
+)
 
 
 @contextlib.asynccontextmanager
@@ -56,6 +62,7 @@ def test_the_private_names_exist_with_the_shapes_used() -> None:
     assert web.Response._send_headers_immediately is False  # aiohttp's own use of the switch
     make = inspect.signature(web.Application._make_handler)
     assert "loop" in make.parameters and make.parameters["loop"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert "_message_tail" in web.RequestHandler.__slots__
     handle_error = inspect.signature(web.RequestHandler.handle_error)
     assert list(handle_error.parameters) == ["self", "request", "status", "exc", "message"]
     init = inspect.signature(web.RequestHandler.__init__)
@@ -134,3 +141,58 @@ async def test_buffered_headers_wait_for_the_first_body_chunk(
         answer = await _raw(port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert _status(answer) == 200 and b"body" in answer
     assert (written[0] == 0) is buffered
+
+
+class _Echo(asyncio.Protocol):
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.transport.write(b"echo:" + data)
+
+
+async def test_take_transport_hands_the_connection_over_after_a_101() -> None:
+    """After the 101, the bytes sent behind the upgrade request and every later byte reach our protocol;
+    aiohttp forgets the connection (its server counts none, its handler task ends) and never closes it."""
+    taken: list[asyncio.Transport] = []
+    handlers: list[asyncio.Task[object] | None] = []
+
+    async def upgrade(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(status=101, reason="Switching Protocols")
+        response.headers.update({"Upgrade": "websocket", "Connection": "Upgrade"})
+        await response.prepare(request)
+        transport, tail = take_transport(request)
+        echo = _Echo(transport)
+        transport.set_protocol(echo)
+        transport.resume_reading()
+        echo.data_received(tail)
+        taken.append(transport)
+        handlers.append(asyncio.current_task())
+        return response
+
+    app = web.Application()
+    app.router.add_get("/", upgrade)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    reader, writer = await asyncio.open_connection("127.0.0.1", runner.addresses[0][1])
+    try:
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nearly")
+        async with asyncio.timeout(10):
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 101 ")
+            assert await reader.readexactly(10) == b"echo:early"
+            task = handlers[0]
+            assert task is not None
+            await asyncio.wait({task})
+            assert runner.server is not None and runner.server.connections == []
+            writer.write(b"later")
+            assert await reader.readexactly(10) == b"echo:later"
+        await runner.cleanup()  # the server's shutdown does not close what it handed over
+        assert not taken[0].is_closing()
+    finally:
+        writer.close()
+        for transport in taken:
+            transport.close()
+        await runner.cleanup()

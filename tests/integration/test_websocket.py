@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestServer
 
 from oidcproxy.model import FakeClock, system_clock
 from oidcproxy.web.app import build_app
+from oidcproxy.web.appkeys import PROXY
 from tests.factories import make_settings, walk_login
 from tests.support.nginx import CLOSED, big_header_upstream
 
@@ -148,3 +149,75 @@ async def test_websocket_handshake_timeout(
     with pytest.raises(aiohttp.WSServerHandshakeError) as failed:
         await browser.ws_connect(proxy.make_url("/ws"))
     assert failed.value.status == 504
+
+
+async def test_extensions_are_negotiated_between_browser_and_upstream(
+    proxy: TestServer, browser: aiohttp.ClientSession, provider: Any
+) -> None:
+    """The proxy relays frames untouched, so per-message-deflate is the two endpoints' agreement."""
+    await _signed_in(proxy, browser, provider)
+    async with browser.ws_connect(proxy.make_url("/ws"), compress=0) as ws:
+        hello = (await ws.receive_json())["hello"]
+        assert "Sec-WebSocket-Extensions" not in hello  # the proxy offered nothing of its own
+        assert ws.compress == 0
+        await ws.send_str("plain")
+        assert await ws.receive_str() == "echo:plain"
+    async with browser.ws_connect(proxy.make_url("/ws"), compress=15) as ws:
+        hello = (await ws.receive_json())["hello"]
+        assert hello["Sec-WebSocket-Extensions"].startswith("permessage-deflate")
+        assert ws.compress == 15  # the upstream's answer reached the browser
+        text = "compressible " * 5000
+        await ws.send_str(text)
+        assert await ws.receive_str() == "echo:" + text
+
+
+def _proxy_tasks() -> list[asyncio.Task[Any]]:
+    """Tasks running (or awaiting through) oidcproxy code, following each one's chain of awaits."""
+
+    def in_proxy(task: asyncio.Task[Any]) -> bool:
+        awaited: Any = task.get_coro()
+        while awaited is not None:
+            frame = getattr(awaited, "cr_frame", None)
+            if frame is not None and "/oidcproxy/" in frame.f_code.co_filename:
+                return True
+            awaited = getattr(awaited, "cr_await", None)
+        return False
+
+    return [t for t in asyncio.all_tasks() if in_proxy(t)]
+
+
+async def test_open_websockets_hold_no_task_nor_aiohttp_connection_in_the_proxy(
+    proxy: TestServer, browser: aiohttp.ClientSession, provider: Any
+) -> None:
+    """What makes 10,000 idle WebSockets cheap: after the handshake a socket is two transports and
+    their protocol callbacks, nothing waiting in a task; and a closed one leaves nothing behind."""
+    await _signed_in(proxy, browser, provider)
+    assert proxy.runner is not None and proxy.runner.server is not None
+    served = proxy.runner.server
+    before, running = len(served.connections), set(_proxy_tasks())  # the app's own background tasks
+    sockets = [await browser.ws_connect(proxy.make_url("/ws")) for _ in range(5)]
+    for ws in sockets:
+        await ws.receive_json()
+    assert set(_proxy_tasks()) - running == set()
+    assert len(served.connections) <= before  # an upgrade may take over a kept-alive connection
+    relays = proxy.app[PROXY].websockets
+    assert len(relays) == 5
+    for ws in sockets:
+        await ws.send_str("still relayed")
+        assert await ws.receive_str() == "echo:still relayed"
+        await ws.close()
+    async with asyncio.timeout(10):
+        while len(relays):  # noqa: ASYNC110 - relays end in transport callbacks; nothing to await
+            await asyncio.sleep(0.01)
+
+
+async def test_stopping_proxy_closes_open_websockets_with_1001(
+    proxy: TestServer, upstream: TestServer, browser: aiohttp.ClientSession, provider: Any
+) -> None:
+    await _signed_in(proxy, browser, provider)
+    async with browser.ws_connect(proxy.make_url("/ws")) as ws:
+        await ws.receive_json()
+        await proxy.close()
+        closing = await asyncio.wait_for(ws.receive(), 10)
+        assert (closing.type, closing.data) == (aiohttp.WSMsgType.CLOSE, 1001)  # going away
+    assert await asyncio.wait_for(upstream.app[CLOSED].get(), 10) == 1001

@@ -14,7 +14,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from tests.factories import walk_login
+from oidcproxy.model import FakeClock, system_clock
+from oidcproxy.web.app import build_app
+from tests.factories import make_settings, walk_login
 
 pytestmark = pytest.mark.parametrize("provider", ["node"], indirect=True)
 
@@ -107,3 +109,32 @@ async def test_slow_reader_holds_the_upstream_back_instead_of_filling_the_proxy(
             assert struct.unpack(">Q", data[:8])[0] == received // MESSAGE
             received += len(data)
         assert state.sent > state.stalled_at
+
+
+async def test_session_ending_mid_flood_closes_after_the_message_under_way(
+    aiohttp_server: Any, upstream: TestServer, browser: aiohttp.ClientSession, provider: Any
+) -> None:
+    """Frames are relayed raw, so the proxy's close frame must wait for the frame under way: the
+    browser gets every message whole and in order, then 1008."""
+    state = upstream.app[FLOOD_STATE]
+    clock = FakeClock(system_clock())
+    settings = make_settings(
+        upstream=[str(upstream.make_url("/"))],
+        oidc_issuer_url=provider.node.issuer,
+        client_id=provider.node.client_id,
+        client_secret=provider.node.client_secret,
+        cookie_expire="1h",
+        websocket_session_check="50ms",
+    )
+    proxy: TestServer = await aiohttp_server(build_app(settings, clock))
+    assert (await walk_login(browser, proxy.make_url("/"), "/", provider.login, login="alice")).status == 200
+    async with browser.ws_connect(proxy.make_url("/ws"), max_msg_size=0) as ws:
+        await asyncio.wait_for(state.stalled.wait(), 120)  # buffers full: a frame is likely cut mid-way
+        clock.advance(3601)
+        number = 0
+        while (msg := await asyncio.wait_for(ws.receive(), 60)).type is aiohttp.WSMsgType.BINARY:
+            assert len(msg.data) == MESSAGE
+            assert struct.unpack(">Q", msg.data[:8])[0] == number
+            number += 1
+        assert (msg.type, msg.data, msg.extra) == (aiohttp.WSMsgType.CLOSE, 1008, "session expired")
+        assert number * MESSAGE <= state.sent
