@@ -45,6 +45,7 @@ import aiohttp
 
 __all__ = [
     "KEYCLOAK_VERSION",
+    "REALM",
     "Keycloak",
     "KeycloakError",
     "die_with_parent",
