@@ -29,7 +29,14 @@ from oidcproxy.sessions.cookies import join_cookie
 from oidcproxy.web.app import build_app
 from oidcproxy.web.appkeys import SIGN_OUT
 from tests.factories import COOKIE_SECRET, make_settings, walk_login
-from tests.support.keycloak import REALM, Keycloak, keycloak_login, keycloak_missing, start_keycloak
+from tests.support.keycloak import (
+    REALM,
+    Keycloak,
+    keycloak_login,
+    keycloak_logout,
+    keycloak_missing,
+    start_keycloak,
+)
 from tests.support.nginx import CLOSED, big_header_upstream
 from tests.support.oidcflow import IdPTap
 from tests.support.workers import (
@@ -394,6 +401,30 @@ async def test_sign_out_revokes_the_refresh_token_at_keycloak(
         async with http.post(keycloak.token_url, data=form, headers=auth) as reply:
             assert reply.status == 400
             assert (await reply.json())["error"] == "invalid_grant"
+
+
+async def test_sign_out_of_a_large_session_confirms_at_keycloak_without_the_hint(
+    make_proxy: Any, browser: Any, keycloak: Keycloak, registered_for_logout: Any
+) -> None:
+    # The crowd's ID token (several hundred group paths) is too long for a URL: the proxy leaves the
+    # hint out, and Keycloak asks the person "Do you want to log out?" before it ends its session.
+    proxy = await make_proxy()
+    registered_for_logout(proxy)
+    await headers_of(await sign_in(browser, proxy, "crowd"))
+    assert len(session_of(browser).tokens.id_token) > 4096
+    out = await browser.get(proxy.make_url("/oauth2/sign_out"), headers=HTML, allow_redirects=False)
+    assert out.status == 302
+    to = URL(out.headers["Location"])
+    assert "id_token_hint" not in to.query and to.query["client_id"] == keycloak.client_id
+    asks = await browser.get(to, headers=HTML, allow_redirects=False)
+    assert asks.status == 200 and "logout-confirm" in await asks.text()
+    back = URL(await keycloak_logout(browser, str(to)))
+    assert back.with_query(None) == proxy.make_url("/oauth2/signed_out")
+    done = await browser.get(back, headers=HTML, allow_redirects=False)
+    assert done.status == 200
+    assert "You are signed out at" in await done.text()
+    where, body = await login_page(proxy, browser)
+    assert where.port == URL(keycloak.base_url).port and 'name="password"' in body
 
 
 @pytest.fixture
