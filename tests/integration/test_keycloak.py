@@ -22,13 +22,10 @@ import pytest
 from aiohttp.test_utils import TestServer
 from yarl import URL
 
-from oidcproxy.config import cookie_key_material
-from oidcproxy.model import FakeClock, Session, system_clock
-from oidcproxy.sessions import KeyRing, SessionCodec
-from oidcproxy.sessions.cookies import join_cookie
+from oidcproxy.model import FakeClock, system_clock
 from oidcproxy.web.app import build_app
 from oidcproxy.web.appkeys import SIGN_OUT
-from tests.factories import COOKIE_SECRET, make_settings, walk_login
+from tests.factories import make_settings, walk_login
 from tests.support.keycloak import (
     REALM,
     Keycloak,
@@ -37,8 +34,16 @@ from tests.support.keycloak import (
     keycloak_missing,
     start_keycloak,
 )
-from tests.support.nginx import CLOSED, big_header_upstream
+from tests.support.nginx import big_header_upstream
 from tests.support.oidcflow import IdPTap
+from tests.support.signout import (
+    HTML,
+    login_page,
+    redeem_refresh_token,
+    replayed,
+    session_of,
+    websocket_closed_by,
+)
 from tests.support.workers import (
     PARALLEL,
     burst,
@@ -283,9 +288,8 @@ async def test_two_workers_share_one_rotation_and_nobody_is_signed_out(
     assert tap.grants["refresh_token"] == 2
 
 
-# --- signing out: RP-initiated logout, revocation, back-channel logout ------------------------------
+# --- signing out: RP-initiated logout, revocation, back-channel logout
 
-HTML = {"Accept": "text/html"}
 BACKCHANNEL = "/oauth2/backchannel-logout"
 
 
@@ -320,35 +324,6 @@ def registered_for_logout(client_settings: Callable[..., None]) -> Callable[[Tes
     return register
 
 
-def session_of(browser: aiohttp.ClientSession) -> Session:
-    """The proxy's session in the browser's cookie, opened with the test cookie secret."""
-    cookies = {c.key: c.value for c in browser.cookie_jar if c.key.startswith("_oidcproxy")}
-    sealed = join_cookie("_oidcproxy", cookies)
-    assert sealed is not None
-    session = SessionCodec(KeyRing([cookie_key_material(COOKIE_SECRET)]), "_oidcproxy").decode(sealed)
-    assert session is not None
-    return session
-
-
-async def status_with(proxy: TestServer, session_cookies_: dict[str, str]) -> int:
-    """The answer to another browser that replays `session_cookies_` (a stolen copy)."""
-    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as thief:
-        thief.cookie_jar.update_cookies(session_cookies_, proxy.make_url("/"))
-        return (await thief.get(proxy.make_url("/oauth2/userinfo"))).status
-
-
-def cookies_of(browser: aiohttp.ClientSession) -> dict[str, str]:
-    return {c.key: c.value for c in browser.cookie_jar if c.key.startswith("_oidcproxy")}
-
-
-async def login_page(proxy: TestServer, browser: aiohttp.ClientSession) -> tuple[URL, str]:
-    """Start a new login and follow redirects: where it stops, and that page."""
-    start = await browser.get(proxy.make_url("/oauth2/start"), allow_redirects=False)
-    assert start.status == 302
-    page = await browser.get(start.headers["Location"], headers=HTML)
-    return page.url, await page.text()
-
-
 async def test_sign_out_logs_out_at_keycloak_so_the_next_login_asks_again(
     make_proxy: Any, browser: Any, keycloak: Keycloak, registered_for_logout: Any
 ) -> None:
@@ -357,8 +332,8 @@ async def test_sign_out_logs_out_at_keycloak_so_the_next_login_asks_again(
     await headers_of(await sign_in(browser, proxy, "alice"))
     # Control: while Keycloak's session lasts, a new login comes straight back without its form.
     where, _ = await login_page(proxy, browser)
-    assert where.path == "/" and where.host == "127.0.0.1" and where.port == proxy.port
-    stolen, id_token = cookies_of(browser), session_of(browser).tokens.id_token
+    assert where.path == "/" and where.port == proxy.port
+    stolen, id_token = session_cookies(browser.cookie_jar), session_of(browser).tokens.id_token
     out = await browser.get(proxy.make_url("/oauth2/sign_out"), headers=HTML, allow_redirects=False)
     assert out.status == 302
     to = URL(out.headers["Location"])
@@ -379,28 +354,7 @@ async def test_sign_out_logs_out_at_keycloak_so_the_next_login_asks_again(
     where, body = await login_page(proxy, browser)
     assert where.port == URL(keycloak.base_url).port  # Keycloak asks again: no silent login
     assert 'name="username"' in body and 'name="password"' in body
-    assert await status_with(proxy, stolen) == 401
-
-
-async def test_sign_out_revokes_the_refresh_token_at_keycloak(
-    make_proxy: Any, browser: Any, keycloak: Keycloak, registered_for_logout: Any
-) -> None:
-    proxy = await make_proxy()
-    registered_for_logout(proxy)
-    await headers_of(await sign_in(browser, proxy, "alice"))
-    refresh_token = session_of(browser).tokens.refresh_token
-    assert refresh_token
-    out = await browser.get(proxy.make_url("/oauth2/sign_out"), headers=HTML, allow_redirects=False)
-    assert out.status == 302
-    await proxy.app[SIGN_OUT].idle()  # the revocation runs in the background
-    # The browser never went on to Keycloak's end_session_endpoint: only the proxy's revocation
-    # (RFC 7009, at Keycloak's revocation endpoint) can have made the refresh token worthless.
-    form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
-    auth = {"Authorization": aiohttp.encode_basic_auth(keycloak.client_id, keycloak.client_secret)}
-    async with aiohttp.ClientSession() as http:
-        async with http.post(keycloak.token_url, data=form, headers=auth) as reply:
-            assert reply.status == 400
-            assert (await reply.json())["error"] == "invalid_grant"
+    assert await replayed(proxy, stolen) == 401
 
 
 async def test_sign_out_of_a_large_session_confirms_at_keycloak_without_the_hint(
@@ -427,6 +381,25 @@ async def test_sign_out_of_a_large_session_confirms_at_keycloak_without_the_hint
     assert where.port == URL(keycloak.base_url).port and 'name="password"' in body
 
 
+async def test_sign_out_revokes_the_refresh_token_at_keycloak(
+    make_proxy: Any, browser: Any, keycloak: Keycloak, registered_for_logout: Any
+) -> None:
+    proxy = await make_proxy()
+    registered_for_logout(proxy)
+    await headers_of(await sign_in(browser, proxy, "alice"))
+    refresh_token = session_of(browser).tokens.refresh_token
+    assert refresh_token
+    out = await browser.get(proxy.make_url("/oauth2/sign_out"), headers=HTML, allow_redirects=False)
+    assert out.status == 302
+    await proxy.app[SIGN_OUT].idle()  # the revocation runs in the background
+    # The browser never went on to Keycloak's end_session_endpoint: only the proxy's revocation
+    # (RFC 7009, at Keycloak's revocation endpoint) can have made the refresh token worthless.
+    redeemed = await redeem_refresh_token(
+        keycloak.token_url, refresh_token, keycloak.client_id, keycloak.client_secret
+    )
+    assert redeemed == (400, "invalid_grant")
+
+
 @pytest.fixture
 async def ws_upstream(aiohttp_server: Any) -> TestServer:
     server: TestServer = await aiohttp_server(big_header_upstream())
@@ -442,24 +415,18 @@ async def test_admin_ending_the_sessions_at_keycloak_ends_the_proxy_session_and_
 ) -> None:
     proxy = await make_proxy(upstream=[str(ws_upstream.make_url("/"))], websocket_session_check="100ms")
     registered_for_logout(proxy)
-    final = await sign_in(browser, proxy, "alice")
-    assert final.status == 200
-    stolen = cookies_of(browser)
+    assert (await sign_in(browser, proxy, "alice")).status == 200
+    stolen = session_cookies(browser.cookie_jar)
     assert not session_of(browser).sid.startswith("oidcproxy:")  # Keycloak's sid from the ID token
     (alice,) = keycloak.admin("GET", f"/realms/{REALM}/users?username=alice&exact=true")
-    async with browser.ws_connect(proxy.make_url("/ws")) as ws:
-        await ws.receive_json()
-        await ws.send_str("before")
-        assert await ws.receive_str() == "echo:before"
+
+    async def admin_signs_alice_out() -> None:
         # The admin console's "Sign out" of the user: Keycloak posts a logout token to the proxy's
-        # back-channel URL while it answers, so the admin call runs off this event loop.
+        # back-channel URL before it answers, so the admin call runs off this event loop.
         await asyncio.to_thread(keycloak.admin, "POST", f"/realms/{REALM}/users/{alice['id']}/logout")
-        closing = await asyncio.wait_for(ws.receive(), 10)
-        assert (closing.type, closing.data, closing.extra) == (
-            aiohttp.WSMsgType.CLOSE,
-            1008,
-            "session revoked",
-        )
-    assert await asyncio.wait_for(ws_upstream.app[CLOSED].get(), 10) == 1001
-    assert await status_with(proxy, stolen) == 401
+
+    closing, upstream_saw = await websocket_closed_by(browser, proxy, ws_upstream, admin_signs_alice_out)
+    assert (closing.type, closing.data, closing.extra) == (aiohttp.WSMsgType.CLOSE, 1008, "session revoked")
+    assert upstream_saw == 1001
+    assert await replayed(proxy, stolen) == 401
     assert (await browser.get(proxy.make_url("/next"), headers=JSON)).status == 401
