@@ -30,7 +30,6 @@ from tests.support.keycloak import (
     REALM,
     Keycloak,
     keycloak_login,
-    keycloak_logout,
     keycloak_missing,
     start_keycloak,
 )
@@ -357,11 +356,12 @@ async def test_sign_out_logs_out_at_keycloak_so_the_next_login_asks_again(
     assert await replayed(proxy, stolen) == 401
 
 
-async def test_sign_out_of_a_large_session_confirms_at_keycloak_without_the_hint(
+async def test_sign_out_of_a_large_session_needs_no_hint_at_keycloak(
     make_proxy: Any, browser: Any, keycloak: Keycloak, registered_for_logout: Any
 ) -> None:
     # The crowd's ID token (several hundred group paths) is too long for a URL: the proxy leaves the
-    # hint out, and Keycloak asks the person "Do you want to log out?" before it ends its session.
+    # hint out. Keycloak would then ask "Do you want to log out?", but the proxy's revocation of the
+    # refresh token has already ended Keycloak's session, so it sends the browser straight back.
     proxy = await make_proxy()
     registered_for_logout(proxy)
     await headers_of(await sign_in(browser, proxy, "crowd"))
@@ -370,9 +370,10 @@ async def test_sign_out_of_a_large_session_confirms_at_keycloak_without_the_hint
     assert out.status == 302
     to = URL(out.headers["Location"])
     assert "id_token_hint" not in to.query and to.query["client_id"] == keycloak.client_id
-    asks = await browser.get(to, headers=HTML, allow_redirects=False)
-    assert asks.status == 200 and "logout-confirm" in await asks.text()
-    back = URL(await keycloak_logout(browser, str(to)))
+    await proxy.app[SIGN_OUT].idle()  # the revocation, server to server, before the browser arrives
+    at_keycloak = await browser.get(to, headers=HTML, allow_redirects=False)
+    assert at_keycloak.status == 302, await at_keycloak.text()
+    back = URL(at_keycloak.headers["Location"])
     assert back.with_query(None) == proxy.make_url("/oauth2/signed_out")
     done = await browser.get(back, headers=HTML, allow_redirects=False)
     assert done.status == 200
@@ -398,6 +399,9 @@ async def test_sign_out_revokes_the_refresh_token_at_keycloak(
         keycloak.token_url, refresh_token, keycloak.client_id, keycloak.client_secret
     )
     assert redeemed == (400, "invalid_grant")
+    # Keycloak ends its own session with it: the next login asks for the password again.
+    where, body = await login_page(proxy, browser)
+    assert where.port == URL(keycloak.base_url).port and 'name="password"' in body
 
 
 @pytest.fixture
@@ -406,7 +410,7 @@ async def ws_upstream(aiohttp_server: Any) -> TestServer:
     return server
 
 
-async def test_admin_ending_the_sessions_at_keycloak_ends_the_proxy_session_and_its_websocket(
+async def test_admin_ending_the_session_at_keycloak_ends_the_proxy_session_and_its_websocket(
     make_proxy: Any,
     browser: Any,
     keycloak: Keycloak,
@@ -416,17 +420,47 @@ async def test_admin_ending_the_sessions_at_keycloak_ends_the_proxy_session_and_
     proxy = await make_proxy(upstream=[str(ws_upstream.make_url("/"))], websocket_session_check="100ms")
     registered_for_logout(proxy)
     assert (await sign_in(browser, proxy, "alice")).status == 200
-    stolen = session_cookies(browser.cookie_jar)
-    assert not session_of(browser).sid.startswith("oidcproxy:")  # Keycloak's sid from the ID token
-    (alice,) = keycloak.admin("GET", f"/realms/{REALM}/users?username=alice&exact=true")
+    stolen, sid = session_cookies(browser.cookie_jar), session_of(browser).sid
+    assert not sid.startswith("oidcproxy:")  # Keycloak's session id, from the ID token
 
-    async def admin_signs_alice_out() -> None:
-        # The admin console's "Sign out" of the user: Keycloak posts a logout token to the proxy's
-        # back-channel URL before it answers, so the admin call runs off this event loop.
-        await asyncio.to_thread(keycloak.admin, "POST", f"/realms/{REALM}/users/{alice['id']}/logout")
+    async def admin_signs_the_session_out() -> None:
+        # The admin console's Users -> alice -> Sessions -> Sign out: Keycloak posts a logout token
+        # (with this sid) to the proxy's back-channel URL before it answers, so the admin call runs
+        # off this event loop.
+        await asyncio.to_thread(keycloak.admin, "DELETE", f"/realms/{REALM}/sessions/{sid}")
 
-    closing, upstream_saw = await websocket_closed_by(browser, proxy, ws_upstream, admin_signs_alice_out)
+    closing, upstream_saw = await websocket_closed_by(
+        browser, proxy, ws_upstream, admin_signs_the_session_out
+    )
     assert (closing.type, closing.data, closing.extra) == (aiohttp.WSMsgType.CLOSE, 1008, "session revoked")
     assert upstream_saw == 1001
     assert await replayed(proxy, stolen) == 401
     assert (await browser.get(proxy.make_url("/next"), headers=JSON)).status == 401
+
+
+async def test_admin_signing_a_person_out_everywhere_ends_every_proxy_session_by_the_next_refresh(
+    make_proxy: Any, keycloak: Keycloak, registered_for_logout: Any
+) -> None:
+    # Keycloak's "sign out the user" (all sessions) posts ONE logout token per client, naming the sid
+    # of just one of the person's sessions (keycloak/keycloak#22914, #27359): the proxy ends that one
+    # at once, and each other session when its next refresh is refused.
+    clock = FakeClock(system_clock())
+    proxy = await make_proxy(clock, cookie_refresh="1m")
+    registered_for_logout(proxy)
+    laptops = [
+        aiohttp.ClientSession(
+            cookie_jar=aiohttp.CookieJar(unsafe=True, treat_as_secure_origin=[keycloak.base_url])
+        )
+        for _ in range(2)
+    ]
+    try:
+        for laptop in laptops:
+            assert (await sign_in(laptop, proxy, "bob")).status == 200
+        (bob,) = keycloak.admin("GET", f"/realms/{REALM}/users?username=bob&exact=true")
+        await asyncio.to_thread(keycloak.admin, "POST", f"/realms/{REALM}/users/{bob['id']}/logout")
+        clock.advance(61)
+        for laptop in laptops:
+            assert (await laptop.get(proxy.make_url("/after"), headers=JSON)).status == 401
+    finally:
+        for laptop in laptops:
+            await laptop.close()

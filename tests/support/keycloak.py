@@ -10,7 +10,6 @@ HTTP. Imports nothing from `oidcproxy`, so a bug shared by both sides cannot pas
     with start_keycloak(crowd_groups=300) as kc:
         kc.issuer                        # http://127.0.0.1:<port>/realms/acme
         location = await keycloak_login(session, authorize_url, login="alice")
-        back = await keycloak_logout(session, end_session_url)  # (confirms when Keycloak asks)
 
 The realm (see tests/keycloak/realm.json) has the proxy's confidential client `oidcproxy`
 (secret `oidcproxy-secret`, refresh tokens rotated and revoked on reuse, a group-membership mapper
@@ -18,7 +17,7 @@ with full paths), a public CLI client `kubectl` (password grant, an audience map
 `oidcproxy`), users `alice` and `bob` (password `<login>-pw`) with groups and realm roles, and the
 user `crowd` added here, in `crowd_groups` groups `/teams/team-NNN`. The client's sign-out URLs
 (post-logout redirect, back-channel logout) are placeholders: each sign-out test registers its own
-proxy's through `admin`. `keycloak_logout` walks RP-initiated logout, confirming when Keycloak asks.
+proxy's through `admin`.
 """
 
 from __future__ import annotations
@@ -54,7 +53,6 @@ __all__ = [
     "die_with_parent",
     "ensure_keycloak",
     "keycloak_login",
-    "keycloak_logout",
     "keycloak_missing",
     "start_keycloak",
 ]
@@ -363,28 +361,3 @@ async def keycloak_login(session: aiohttp.ClientSession, authorize_url: str, *, 
         data = {**forms[0].fields, "username": login, "password": f"{login}-pw"}
         method, url = "POST", urljoin(url, forms[0].action)
     raise KeycloakError(f"no redirect back to the client after {_MAX_HOPS} hops")
-
-
-async def keycloak_logout(session: aiohttp.ClientSession, end_session_url: str) -> str:
-    """Log out at Keycloak's end_session_endpoint; return its redirect back to the client, not followed.
-
-    With an `id_token_hint` Keycloak logs out at once; without one it asks "Do you want to log out?"
-    (its logout-confirm form), which this answers yes.
-    """
-    async with session.get(end_session_url, allow_redirects=False) as resp:
-        body = await resp.text()
-        location = resp.headers.get("Location")
-    if location is not None and 300 <= resp.status < 400:
-        return urljoin(end_session_url, location)
-    parser = _LoginForm()
-    parser.feed(body)
-    forms = [f for f in parser.forms if "/logout/logout-confirm" in f.action]
-    if resp.status != 200 or len(forms) != 1:
-        raise KeycloakError(f"GET {end_session_url} -> {resp.status}, no logout confirmation: {body[:800]}")
-    action = urljoin(end_session_url, forms[0].action)
-    data = {**forms[0].fields, "confirmLogout": "Logout"}
-    async with session.post(action, data=data, allow_redirects=False) as resp:
-        location = resp.headers.get("Location")
-        if location is None or not 300 <= resp.status < 400:
-            raise KeycloakError(f"POST {action} -> {resp.status}: {(await resp.text())[:800]}")
-    return urljoin(action, location)
