@@ -25,7 +25,7 @@ from oidcproxy.model import FakeClock, system_clock
 from oidcproxy.web.app import build_app
 from oidcproxy.web.appkeys import SETTINGS, SIGN_OUT
 from tests.factories import make_settings, walk_login
-from tests.support.hydra import Hydra, hydra_login, hydra_logout, hydra_missing, start_hydra
+from tests.support.hydra import Hydra, HydraError, hydra_login, hydra_logout, hydra_missing, start_hydra
 from tests.support.nginx import big_header_upstream
 from tests.support.oidcflow import IdPTap
 from tests.support.signout import (
@@ -238,6 +238,26 @@ async def test_sign_out_logs_out_at_hydra_so_the_next_login_asks_again(
     assert await replayed(proxy, stolen) == 401
 
 
+@pytest.mark.xfail(
+    strict=True,
+    raises=HydraError,
+    reason="proxy bug found here: an ID token over MAX_HINT_CHARS is left out of the GET to the "
+    "end_session_endpoint, and Hydra refuses post_logout_redirect_uri and state without id_token_hint "
+    "(its error page; its login session stays). Needs the hint sent by POST (RP-Initiated Logout 2).",
+)
+async def test_sign_out_of_a_large_session_logs_out_at_hydra(make_proxy: Any, browser: Any) -> None:
+    proxy = await make_proxy()
+    await headers_of(await sign_in(browser, proxy, "crowd"))
+    assert len(session_of(browser).tokens.id_token) > 4096  # 300 groups: too long for a URL
+    out = await browser.get(proxy.make_url("/oauth2/sign_out"), headers=HTML, allow_redirects=False)
+    assert out.status == 302
+    back = URL(await hydra_logout(browser, out.headers["Location"]))
+    done = await browser.get(back, headers=HTML, allow_redirects=False)
+    assert done.status == 200
+    where, body = await login_page(proxy, browser)
+    assert where.path == "/login" and 'name="challenge"' in body  # the login app asks again
+
+
 async def test_sign_out_revokes_the_refresh_token_at_hydra(
     make_proxy: Any, browser: Any, hydra: Hydra
 ) -> None:
@@ -258,6 +278,9 @@ async def test_sign_out_revokes_the_refresh_token_at_hydra(
         settings.client_secret.get_secret_value(),
     )
     assert redeemed == (400, "invalid_grant")
+    # Unlike Keycloak, Hydra keeps its login session: only the logout at Hydra ends it.
+    where, _ = await login_page(proxy, browser)
+    assert where.path == "/" and where.port == proxy.port
 
 
 @pytest.fixture
