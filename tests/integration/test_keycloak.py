@@ -3,14 +3,16 @@
 One Keycloak serves the whole test session (it takes about a minute to boot on two cores). Each test
 starts its own proxy with the options it tests and signs in on Keycloak's real login page. Keycloak's
 habits under test: the issuer under /realms/NAME, realm roles nested in `realm_access.roles`, group
-paths with slashes, tokens for other clients at the same issuer, large tokens, and refresh tokens
-rotated with "Revoke Refresh Token" (a refresh token works once), also across `--workers 2`.
+paths with slashes, tokens for other clients at the same issuer, large tokens, refresh tokens
+rotated with "Revoke Refresh Token" (a refresh token works once), also across `--workers 2`, and
+signing out: RP-initiated logout at its end_session_endpoint, revocation at its revocation endpoint,
+and back-channel logout tokens (with `sid`) when an admin ends the person's sessions.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -22,9 +24,25 @@ from yarl import URL
 
 from oidcproxy.model import FakeClock, system_clock
 from oidcproxy.web.app import build_app
+from oidcproxy.web.appkeys import SIGN_OUT
 from tests.factories import make_settings, walk_login
-from tests.support.keycloak import Keycloak, keycloak_login, keycloak_missing, start_keycloak
+from tests.support.keycloak import (
+    REALM,
+    Keycloak,
+    keycloak_login,
+    keycloak_missing,
+    start_keycloak,
+)
+from tests.support.nginx import big_header_upstream
 from tests.support.oidcflow import IdPTap
+from tests.support.signout import (
+    HTML,
+    login_page,
+    redeem_refresh_token,
+    replayed,
+    session_of,
+    websocket_closed_by,
+)
 from tests.support.workers import (
     PARALLEL,
     burst,
@@ -267,3 +285,182 @@ async def test_two_workers_share_one_rotation_and_nobody_is_signed_out(
     assert [r.status for r in again] == [200] * PARALLEL
     assert not any(deletes_session(r) for r in again)
     assert tap.grants["refresh_token"] == 2
+
+
+# --- signing out: RP-initiated logout, revocation, back-channel logout
+
+BACKCHANNEL = "/oauth2/backchannel-logout"
+
+
+@pytest.fixture
+def client_settings(keycloak: Keycloak) -> Iterator[Callable[..., None]]:
+    """Set attributes of the proxy's client in the realm (as an admin would in its settings) for one
+    test; the realm's own values come back after it."""
+    (client,) = keycloak.admin("GET", f"/realms/{REALM}/clients?clientId={keycloak.client_id}")
+    path, original = f"/realms/{REALM}/clients/{client['id']}", dict(client["attributes"])
+
+    def change(**attributes: str) -> None:
+        keycloak.admin("PUT", path, {**client, "attributes": {**original, **attributes}})
+
+    yield change
+    keycloak.admin("PUT", path, {**client, "attributes": original})
+
+
+@pytest.fixture
+def registered_for_logout(client_settings: Callable[..., None]) -> Callable[[TestServer], None]:
+    """Registers a proxy's sign-out URLs at Keycloak: "Valid post logout redirect URIs" and
+    "Backchannel logout URL" (with "Backchannel logout session required": logout tokens carry sid)."""
+
+    def register(proxy: TestServer) -> None:
+        client_settings(
+            **{
+                "post.logout.redirect.uris": str(proxy.make_url("/oauth2/signed_out")),
+                "backchannel.logout.url": str(proxy.make_url(BACKCHANNEL)),
+                "backchannel.logout.session.required": "true",
+            }
+        )
+
+    return register
+
+
+async def test_sign_out_logs_out_at_keycloak_so_the_next_login_asks_again(
+    make_proxy: Any, browser: Any, keycloak: Keycloak, registered_for_logout: Any
+) -> None:
+    proxy = await make_proxy()
+    registered_for_logout(proxy)
+    await headers_of(await sign_in(browser, proxy, "alice"))
+    # Control: while Keycloak's session lasts, a new login comes straight back without its form.
+    where, _ = await login_page(proxy, browser)
+    assert where.path == "/" and where.port == proxy.port
+    stolen, id_token = session_cookies(browser.cookie_jar), session_of(browser).tokens.id_token
+    out = await browser.get(proxy.make_url("/oauth2/sign_out"), headers=HTML, allow_redirects=False)
+    assert out.status == 302
+    to = URL(out.headers["Location"])
+    assert str(to.with_query(None)) == f"{keycloak.issuer}/protocol/openid-connect/logout"
+    assert to.query["id_token_hint"] == id_token
+    assert to.query["client_id"] == keycloak.client_id
+    assert to.query["post_logout_redirect_uri"] == str(proxy.make_url("/oauth2/signed_out"))
+    # With the ID token as hint, Keycloak ends its session at once (no "Do you want to log out?" page)
+    # and sends the browser back with our state.
+    at_keycloak = await browser.get(to, headers=HTML, allow_redirects=False)
+    assert at_keycloak.status == 302, await at_keycloak.text()
+    back = URL(at_keycloak.headers["Location"])
+    assert back.with_query(None) == proxy.make_url("/oauth2/signed_out")
+    assert back.query["state"] == to.query["state"]
+    done = await browser.get(back, headers=HTML, allow_redirects=False)
+    assert done.status == 200
+    assert "You are signed out at" in await done.text()
+    where, body = await login_page(proxy, browser)
+    assert where.port == URL(keycloak.base_url).port  # Keycloak asks again: no silent login
+    assert 'name="username"' in body and 'name="password"' in body
+    assert await replayed(proxy, stolen) == 401
+
+
+async def test_sign_out_of_a_large_session_needs_no_hint_at_keycloak(
+    make_proxy: Any, browser: Any, keycloak: Keycloak, registered_for_logout: Any
+) -> None:
+    # The crowd's ID token (several hundred group paths) is too long for a URL: the proxy leaves the
+    # hint out. Keycloak would then ask "Do you want to log out?", but the proxy's revocation of the
+    # refresh token has already ended Keycloak's session, so it sends the browser straight back.
+    proxy = await make_proxy()
+    registered_for_logout(proxy)
+    await headers_of(await sign_in(browser, proxy, "crowd"))
+    assert len(session_of(browser).tokens.id_token) > 4096
+    out = await browser.get(proxy.make_url("/oauth2/sign_out"), headers=HTML, allow_redirects=False)
+    assert out.status == 302
+    to = URL(out.headers["Location"])
+    assert "id_token_hint" not in to.query and to.query["client_id"] == keycloak.client_id
+    await proxy.app[SIGN_OUT].idle()  # the revocation, server to server, before the browser arrives
+    at_keycloak = await browser.get(to, headers=HTML, allow_redirects=False)
+    assert at_keycloak.status == 302, await at_keycloak.text()
+    back = URL(at_keycloak.headers["Location"])
+    assert back.with_query(None) == proxy.make_url("/oauth2/signed_out")
+    done = await browser.get(back, headers=HTML, allow_redirects=False)
+    assert done.status == 200
+    assert "You are signed out at" in await done.text()
+    where, body = await login_page(proxy, browser)
+    assert where.port == URL(keycloak.base_url).port and 'name="password"' in body
+
+
+async def test_sign_out_revokes_the_refresh_token_at_keycloak(
+    make_proxy: Any, browser: Any, keycloak: Keycloak, registered_for_logout: Any
+) -> None:
+    proxy = await make_proxy()
+    registered_for_logout(proxy)
+    await headers_of(await sign_in(browser, proxy, "alice"))
+    refresh_token = session_of(browser).tokens.refresh_token
+    assert refresh_token
+    out = await browser.get(proxy.make_url("/oauth2/sign_out"), headers=HTML, allow_redirects=False)
+    assert out.status == 302
+    await proxy.app[SIGN_OUT].idle()  # the revocation runs in the background
+    # The browser never went on to Keycloak's end_session_endpoint: only the proxy's revocation
+    # (RFC 7009, at Keycloak's revocation endpoint) can have made the refresh token worthless.
+    redeemed = await redeem_refresh_token(
+        keycloak.token_url, refresh_token, keycloak.client_id, keycloak.client_secret
+    )
+    assert redeemed == (400, "invalid_grant")
+    # Keycloak ends its own session with it: the next login asks for the password again.
+    where, body = await login_page(proxy, browser)
+    assert where.port == URL(keycloak.base_url).port and 'name="password"' in body
+
+
+@pytest.fixture
+async def ws_upstream(aiohttp_server: Any) -> TestServer:
+    server: TestServer = await aiohttp_server(big_header_upstream())
+    return server
+
+
+async def test_admin_ending_the_session_at_keycloak_ends_the_proxy_session_and_its_websocket(
+    make_proxy: Any,
+    browser: Any,
+    keycloak: Keycloak,
+    registered_for_logout: Any,
+    ws_upstream: TestServer,
+) -> None:
+    proxy = await make_proxy(upstream=[str(ws_upstream.make_url("/"))], websocket_session_check="100ms")
+    registered_for_logout(proxy)
+    assert (await sign_in(browser, proxy, "alice")).status == 200
+    stolen, sid = session_cookies(browser.cookie_jar), session_of(browser).sid
+    assert not sid.startswith("oidcproxy:")  # Keycloak's session id, from the ID token
+
+    async def admin_signs_the_session_out() -> None:
+        # The admin console's Users -> alice -> Sessions -> Sign out: Keycloak posts a logout token
+        # (with this sid) to the proxy's back-channel URL before it answers, so the admin call runs
+        # off this event loop.
+        await asyncio.to_thread(keycloak.admin, "DELETE", f"/realms/{REALM}/sessions/{sid}")
+        assert await replayed(proxy, stolen) == 401  # already when Keycloak has answered
+
+    closing, upstream_saw = await websocket_closed_by(
+        browser, proxy, ws_upstream, admin_signs_the_session_out
+    )
+    assert (closing.type, closing.data, closing.extra) == (aiohttp.WSMsgType.CLOSE, 1008, "session revoked")
+    assert upstream_saw == 1001
+    assert (await browser.get(proxy.make_url("/next"), headers=JSON)).status == 401
+
+
+async def test_admin_signing_a_person_out_everywhere_ends_every_proxy_session_by_the_next_refresh(
+    make_proxy: Any, keycloak: Keycloak, registered_for_logout: Any
+) -> None:
+    # Keycloak's "sign out the user" (all sessions) posts ONE logout token per client, naming the sid
+    # of just one of the person's sessions (keycloak/keycloak#22914, #27359): the proxy ends that one
+    # at once, and each other session when its next refresh is refused.
+    clock = FakeClock(system_clock())
+    proxy = await make_proxy(clock, cookie_refresh="1m")
+    registered_for_logout(proxy)
+    laptops = [
+        aiohttp.ClientSession(
+            cookie_jar=aiohttp.CookieJar(unsafe=True, treat_as_secure_origin=[keycloak.base_url])
+        )
+        for _ in range(2)
+    ]
+    try:
+        for laptop in laptops:
+            assert (await sign_in(laptop, proxy, "bob")).status == 200
+        (bob,) = keycloak.admin("GET", f"/realms/{REALM}/users?username=bob&exact=true")
+        await asyncio.to_thread(keycloak.admin, "POST", f"/realms/{REALM}/users/{bob['id']}/logout")
+        clock.advance(61)
+        for laptop in laptops:
+            assert (await laptop.get(proxy.make_url("/after"), headers=JSON)).status == 401
+    finally:
+        for laptop in laptops:
+            await laptop.close()

@@ -8,9 +8,14 @@ the binary under `.cache/peers/hydra/` (git-ignored) on first use. Imports nothi
     with start_hydra(users={"alice": {...}}) as hydra:
         hydra.create_client({"client_id": "dash", "redirect_uris": [exact_url], ...})
         location = await hydra_login(session, authorize_url, login="alice")
+        back = await hydra_logout(session, end_session_url)   # the app accepts the logout request
+        hydra.logout_session(sid)            # the admin ends one login session (back-channel logout)
 
 The login app accepts any user in `users` (any password) and grants every requested scope; the ID
-token carries the user's claims (`email`, `email_verified`, `preferred_username`, `groups`...).
+token carries the user's claims (`email`, `email_verified`, `preferred_username`, `groups`...). It
+accepts every logout request too (Hydra's logout UI, `urls.logout`): RP-initiated logout at
+`/oauth2/sessions/logout` then ends the login session and posts back-channel logout tokens
+(asynchronously) to the clients that have a `backchannel_logout_uri`.
 Hydra's own habits stay: opaque access tokens, exact redirect URI matching, refresh tokens only with
 the `offline_access` scope, rotated on every use (v2.3.0 sends no `iss` with the code).
 """
@@ -29,6 +34,7 @@ import tempfile
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +53,7 @@ __all__ = [
     "HydraError",
     "ensure_hydra",
     "hydra_login",
+    "hydra_logout",
     "hydra_missing",
     "start_hydra",
 ]
@@ -143,6 +150,12 @@ class Hydra:
         created: dict[str, Any] = _http("POST", f"{self.admin_url}/admin/clients", body)
         return created
 
+    def logout_session(self, sid: str) -> None:
+        """The admin ends one login session (`sid`, as in the ID token); Hydra then posts back-channel
+        logout tokens to its clients, asynchronously. Blocking: call it off the proxy's event loop."""
+        query = urllib.parse.urlencode({"sid": sid})
+        _http("DELETE", f"{self.admin_url}/admin/oauth2/auth/sessions/login?{query}")
+
     def stop(self) -> None:
         process, self._process = self._process, None
         if process is not None:
@@ -184,6 +197,7 @@ def start_hydra(*, users: dict[str, dict[str, Any]], ttl: str = "1h") -> Hydra:
         "URLS_SELF_ISSUER": f"http://127.0.0.1:{public}",
         "URLS_LOGIN": f"{app_url}/login",
         "URLS_CONSENT": f"{app_url}/consent",
+        "URLS_LOGOUT": f"{app_url}/logout",
         "SECRETS_SYSTEM": secrets.token_hex(16),
         "TTL_ACCESS_TOKEN": ttl,
         "TTL_ID_TOKEN": ttl,
@@ -252,7 +266,8 @@ _LOGIN_PAGE = """<!doctype html><title>Sign in</title>
 
 
 class _LoginApp:
-    """Hydra's login and consent UI: a form for the login, consent granted without asking."""
+    """Hydra's login, consent and logout UI: a form for the login; consent and logout granted
+    without asking."""
 
     def __init__(self, admin_url: str, users: dict[str, dict[str, Any]], port: int) -> None:
         self.admin_url = admin_url
@@ -281,6 +296,7 @@ class _LoginApp:
         app.router.add_get("/login", self._login_page)
         app.router.add_post("/login", self._login)
         app.router.add_get("/consent", self._consent)
+        app.router.add_get("/logout", self._logout)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
@@ -329,6 +345,12 @@ class _LoginApp:
         done = await self._admin("PUT", "consent/accept", "consent_challenge", challenge, body)
         raise web.HTTPFound(done["redirect_to"])
 
+    async def _logout(self, request: web.Request) -> web.StreamResponse:
+        challenge = request.query["logout_challenge"]
+        await self._admin("GET", "logout", "logout_challenge", challenge)  # who and which client asks
+        done = await self._admin("PUT", "logout/accept", "logout_challenge", challenge)
+        raise web.HTTPFound(done["redirect_to"])
+
 
 async def hydra_login(
     session: aiohttp.ClientSession,
@@ -360,4 +382,24 @@ async def hydra_login(
             urljoin(url, "/login"),
             {"challenge": challenge, "login": login, "password": "pw"},
         )
+    raise HydraError(f"no redirect back to the client after {_MAX_HOPS} hops")
+
+
+async def hydra_logout(session: aiohttp.ClientSession, end_session_url: str) -> str:
+    """Log out at Hydra's end_session_endpoint; return the redirect to `post_logout_redirect_uri`.
+
+    Follows Hydra's redirects through the login app's logout page (which accepts) and Hydra's
+    logout verifier, until one leaves for the client's `post_logout_redirect_uri` (with `state`).
+    """
+    back_to = parse_qs(urlsplit(end_session_url).query)["post_logout_redirect_uri"][0]
+    url = end_session_url
+    for _ in range(_MAX_HOPS):
+        async with session.get(url, allow_redirects=False) as resp:
+            body = await resp.text()
+            location = resp.headers.get("Location")
+        if location is None or not 300 <= resp.status < 400:
+            raise HydraError(f"GET {url} -> {resp.status}: {body[:800]}")
+        url = urljoin(url, location)
+        if url.split("?", 1)[0] == back_to:
+            return url
     raise HydraError(f"no redirect back to the client after {_MAX_HOPS} hops")

@@ -15,7 +15,9 @@ The realm (see tests/keycloak/realm.json) has the proxy's confidential client `o
 (secret `oidcproxy-secret`, refresh tokens rotated and revoked on reuse, a group-membership mapper
 with full paths), a public CLI client `kubectl` (password grant, an audience mapper adding
 `oidcproxy`), users `alice` and `bob` (password `<login>-pw`) with groups and realm roles, and the
-user `crowd` added here, in `crowd_groups` groups `/teams/team-NNN`.
+user `crowd` added here, in `crowd_groups` groups `/teams/team-NNN`. The client's sign-out URLs
+(post-logout redirect, back-channel logout) are placeholders: each sign-out test registers its own
+proxy's through `admin`.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ import aiohttp
 
 __all__ = [
     "KEYCLOAK_VERSION",
+    "REALM",
     "Keycloak",
     "KeycloakError",
     "die_with_parent",
