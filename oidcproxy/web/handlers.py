@@ -239,7 +239,7 @@ async def _callback_provider(request: web.Request, bound: str) -> Provider:
     named = request.match_info.get("provider")
     if named is None and not providers.single:
         raise LoginFailed("callback at /oauth2/callback, but each provider has its own /oauth2/callback/<id>")
-    if named is not None and (providers.single or named != bound):
+    if named is not None and named != bound:  # one [[providers]] entry may use /oauth2/callback/<id>
         log.warning("login refused: provider %r answered a login bound to %r (mix-up?)", named[:40], bound)
         raise LoginFailed(f"callback for provider {named[:40]!r}, login state bound to {bound!r}")
     provider = providers.get(bound)

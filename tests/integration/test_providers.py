@@ -353,3 +353,27 @@ async def test_metrics_carry_the_provider_of_each_sign_in_refresh_call_and_key_s
     assert labelled == {None, "", "node", "dev"}, "bounded: the configured ids, none, or no such label"
     checked = promtool(exposition)
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+async def test_one_providers_entry_with_its_own_callback_path_signs_in(
+    node: Any, aiohttp_server: Any, upstream: TestServer, unused_tcp_port: int
+) -> None:
+    """A single [[providers]] entry must name /oauth2/callback/<id> as its redirect_url (the config
+    check says so); a callback there is that provider's, not a mix-up."""
+    callback = f"http://127.0.0.1:{unused_tcp_port}/oauth2/callback/node"
+    idp = node(clients=[{**NODE_CLIENT, "redirect_uris": [callback]}])
+    flat = {"upstream": [str(upstream.make_url("/"))], "cookie_secret": COOKIE_SECRET, "cookie_secure": False}
+    entry = {
+        "id": "node",
+        "oidc_issuer_url": idp.issuer,
+        "client_id": idp.client_id,
+        "client_secret": idp.client_secret,
+        "redirect_url": callback,
+        "email_domains": ["example.com"],
+    }
+    proxy = await aiohttp_server(
+        build_app(Settings.from_sources(flat, providers=[entry])), port=unused_tcp_port
+    )
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+        done = await sign_in(browser, proxy, "node", "alice")
+        assert done.status == 302 and done.headers["Location"] == "/who", await done.text()
