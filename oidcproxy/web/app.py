@@ -53,7 +53,7 @@ from oidcproxy.sessions.cookies import CookiePolicy
 from oidcproxy.sessions.hybrid import HybridSessionStore
 from oidcproxy.sessions.keys import KeyRing
 from oidcproxy.sessions.redis import RedisSessionStore
-from oidcproxy.web import handlers
+from oidcproxy.web import handlers, signin, signout
 from oidcproxy.web.appkeys import (
     BEARER,
     CLAIMS,
@@ -323,7 +323,7 @@ def _mount_embedded_idp(
         client_id=provider.client_id or "oidcproxy-dev",
         client_secret=provider.client_secret or secrets.token_urlsafe(32),
         redirect_uris=(settings.redirect_url or base_url(settings) + "/oauth2/callback",),
-        post_logout_redirect_uris=(base_url(settings) + handlers.SIGNED_OUT_PATH,),
+        post_logout_redirect_uris=(base_url(settings) + signout.SIGNED_OUT_PATH,),
         backchannel_logout_uri=base_url(settings) + "/oauth2/backchannel-logout",
         allow_loopback_redirects=True,
     )
@@ -340,23 +340,23 @@ def _mount_embedded_idp(
 _ROUTE_CLASSES: Mapping[Callable[..., object], str] = {
     handlers.gate: "proxied",
     handlers.auth: "auth_request",
-    handlers.sign_in: "login",
-    handlers.start: "login",
-    handlers.callback: "callback",
-    handlers.sign_out: "sign_out",
+    signin.sign_in: "login",
+    signin.start: "login",
+    signin.callback: "callback",
+    signout.sign_out: "sign_out",
     handlers.userinfo: "userinfo",
 }
 """Each route's class in the request metrics (web.metrics.ROUTES); any other route is `static`."""
 
 
 def _routes(app: web.Application) -> None:
-    app.router.add_get("/oauth2/sign_in", handlers.sign_in)
-    app.router.add_get("/oauth2/start", handlers.start)
-    app.router.add_get("/oauth2/callback", handlers.callback)
-    app.router.add_get("/oauth2/callback/{provider}", handlers.callback)
-    app.router.add_route("*", "/oauth2/sign_out", handlers.sign_out)
-    app.router.add_get(handlers.SIGNED_OUT_PATH, handlers.signed_out)
-    app.router.add_post("/oauth2/backchannel-logout", handlers.backchannel_logout)
+    app.router.add_get("/oauth2/sign_in", signin.sign_in)
+    app.router.add_get("/oauth2/start", signin.start)
+    app.router.add_get("/oauth2/callback", signin.callback)
+    app.router.add_get("/oauth2/callback/{provider}", signin.callback)
+    app.router.add_route("*", "/oauth2/sign_out", signout.sign_out)
+    app.router.add_get(signout.SIGNED_OUT_PATH, signout.signed_out)
+    app.router.add_post("/oauth2/backchannel-logout", signout.backchannel_logout)
     app.router.add_get("/oauth2/userinfo", handlers.userinfo)
     # Any method: NGINX's auth_request and Envoy's ext_authz ask with the original request's method.
     app.router.add_route("*", "/oauth2/auth", handlers.auth)
