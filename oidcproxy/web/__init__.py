@@ -1,6 +1,8 @@
 """The web shell: the aiohttp application and everything that speaks HTTP to the browser.
 
-    app         build_app(settings): runtime state built once, routes, cleanup contexts
+    app         build_app(settings): runtime state built once, routes
+    contexts    the cleanup contexts: Redis, the providers' HTTP session and its users, metrics'
+                mirror, the shared state, the upstream proxy
     appkeys     every web.AppKey; the only place app state is named
     handlers    /oauth2/auth, /oauth2/userinfo, ping/ready, the gate in front of the proxy
     signin      /oauth2/sign_in, /oauth2/start, the callback (with its mix-up defence)
