@@ -29,7 +29,7 @@ from oidcproxy.serve.workers import WorkerPolicy, default_workers, log_off_the_l
 from oidcproxy.web import base_url, build_app
 from oidcproxy.web.accesslog import batched_access_log
 from oidcproxy.web.appkeys import METRICS
-from oidcproxy.web.metrics import scrape_registry, serve_metrics, use_multiprocess_dir
+from oidcproxy.web.scrape import scrape_registry, serve_metrics, use_multiprocess_dir
 from oidcproxy.web.tls import ServingTls
 
 __all__ = ["run"]
