@@ -26,13 +26,12 @@ from oidcproxy.doctor.checks import (
     Options,
     clock_skew,
     cookie_security,
-    header_sizes,
     issuer_matches,
     keys_usable,
     redirect_verdict,
-    synthetic_session,
     trusted_proxies,
 )
+from oidcproxy.doctor.sizes import header_sizes, synthetic_session
 from oidcproxy.model import Clock
 from oidcproxy.oidc import parse_pairs, ssl_context
 from oidcproxy.web import base_url

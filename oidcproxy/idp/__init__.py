@@ -9,7 +9,8 @@ bug shared by provider and client cannot pass both sides' tests. Layout:
     server      authlib's AuthorizationServer + grants (code + PKCE S256 + OpenID, refresh with
                 rotation) behind a framework-free adapter (HttpInput in, Reply out)
     pages       the login form, signed-out and error pages (escaped, self-contained HTML)
-    app         DevIdP (state + test switches) and the aiohttp routes, relative to the mount point
+    app         DevIdP (state + test switches, what each endpoint decides) and build_app
+    routes      the aiohttp routes, relative to the mount point, and the test switches' middleware
     standalone  `oidcproxy idp` and the development-only warning
 
 Embedding under a path: with issuer `http://host:port/dev-idp`,

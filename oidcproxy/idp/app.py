@@ -1,12 +1,12 @@
-"""The development provider as an aiohttp application: `DevIdP` (state and test switches) and its
-routes. Routes are relative, so the app can be served at the root or mounted with `add_subapp`;
-every URL it hands out is derived from `IdPConfig.issuer`. Never imports the proxy's client side.
+"""The development provider as an aiohttp application: `DevIdP` (state, test switches, what each
+endpoint decides) and `build_app`. Its routes and their middleware are in routes.py; they are
+relative, so the app can be served at the root or mounted with `add_subapp`. Every URL it hands out
+is derived from `IdPConfig.issuer`. Never imports the proxy's client side.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import secrets
 from collections import Counter
@@ -18,13 +18,13 @@ from aiohttp import web
 from authlib.oauth2 import OAuth2Error
 from joserfc import jwt
 from joserfc.errors import JoseError
-from multidict import CIMultiDict, MultiDictProxy, MultiMapping
 
-from oidcproxy.idp.config import SCOPES, DevUser, IdPClient, IdPConfig
+from oidcproxy.idp.config import SCOPES, IdPClient, IdPConfig
 from oidcproxy.idp.keys import KeyRing
 from oidcproxy.idp.logout import authenticate_client, deliver, logout_token, revoke
 from oidcproxy.idp.pages import LOGIN_FIELDS, error_page, login_page, signed_out_page
-from oidcproxy.idp.server import TOKEN_AUTH_METHODS, DevAuthorizationServer, HttpInput, Reply
+from oidcproxy.idp.routes import DEV_IDP, html_page, idp_app, to_web, user_from_form
+from oidcproxy.idp.server import TOKEN_AUTH_METHODS, DevAuthorizationServer, HttpInput
 from oidcproxy.idp.store import ProviderSession, Store
 
 __all__ = ["DEV_IDP", "DevIdP", "build_app"]
@@ -33,18 +33,6 @@ log = logging.getLogger("oidcproxy.idp")
 
 _CLAIMS = ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "email"]
 _CLAIMS += ["email_verified", "name", "preferred_username", "groups"]
-
-# Pages that carry a login form must not be cached, framed (clickjacking) or leak the
-# authorization request through the Referer header.
-_PAGE_HEADERS = {
-    "Cache-Control": "no-store",
-    "X-Frame-Options": "DENY",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Content-Security-Policy": (
-        "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'"
-    ),
-}
 
 
 class DevIdP:
@@ -122,20 +110,7 @@ class DevIdP:
         }
 
     def build_app(self) -> web.Application:
-        app = web.Application(middlewares=[_faults])
-        app[DEV_IDP] = self
-        app.router.add_get("/.well-known/openid-configuration", _discovery)
-        app.router.add_get("/jwks", _jwks)
-        app.router.add_get("/authorize", _authorize_get)
-        app.router.add_post("/authorize", _authorize_post)
-        app.router.add_post("/token", _token)
-        app.router.add_route("GET", "/userinfo", _userinfo)
-        app.router.add_route("POST", "/userinfo", _userinfo)
-        app.router.add_route("GET", "/end_session", _end_session)
-        app.router.add_route("POST", "/end_session", _end_session)
-        app.router.add_post("/revoke", _revoke)
-        app.on_startup.append(_announce)
-        return app
+        return idp_app(self)
 
     # -- authorization endpoint ---------------------------------------------------------------
 
@@ -153,7 +128,7 @@ class DevIdP:
             grant = self.server.get_consent_grant(given, end_user=None)
         except OAuth2Error as error:
             return self._authorize_error(given, error)
-        user, problem = _user_from_form(login)
+        user, problem = user_from_form(login)
         if user is None:
             return self._login_form(given, grant.request.client.client_id, login, problem)
         grant.request.user = user
@@ -163,7 +138,7 @@ class DevIdP:
             client_id = grant.request.client.client_id
             self.store.sessions[sid] = ProviderSession(sid=sid, user=user, client_id=client_id)
         log.info("dev IdP: %s signed in for client %s", user.email, grant.request.client.client_id)
-        return _to_web(reply)
+        return to_web(reply)
 
     def _login_form(
         self,
@@ -183,14 +158,14 @@ class DevIdP:
             groups=login.get("login_groups", ""),
             problem=problem,
         )
-        return _html(page, 400 if problem else 200)
+        return html_page(page, 400 if problem else 200)
 
     def _authorize_error(self, given: HttpInput, error: OAuth2Error) -> web.Response:
         """RFC 6749 4.1.2.1: redirect with the error only to a redirect URI already validated
         for the client; otherwise tell the person and never redirect."""
         if error.redirect_uri:
-            return _to_web(self.server.handle_error_response(given, error))
-        return _html(error_page("Invalid sign-in request", error.get_error_description()), 400)
+            return to_web(self.server.handle_error_response(given, error))
+        return html_page(error_page("Invalid sign-in request", error.get_error_description()), 400)
 
     # -- RP-initiated logout ------------------------------------------------------------------
 
@@ -201,18 +176,18 @@ class DevIdP:
             claims = self._hint_claims(hint)
             aud = claims.get("aud") if claims is not None else None
             if not isinstance(aud, str) or (client is not None and client.client_id != aud):
-                return _html(error_page("Sign-out failed", "id_token_hint is not valid."), 400)
+                return html_page(error_page("Sign-out failed", "id_token_hint is not valid."), 400)
             client = self.config.client(aud)
             sid = (claims or {}).get("sid")
             if isinstance(sid, str) and sid:
                 self.store.end_sessions(sid=sid)
         target = params.get("post_logout_redirect_uri")
         if not target:
-            return _html(signed_out_page(), 200)
+            return html_page(signed_out_page(), 200)
         candidates: tuple[IdPClient, ...] = (client,) if client else self.config.clients
         if not any(c.accepts_post_logout_redirect(target) for c in candidates):
             detail = "post_logout_redirect_uri is not registered for this client."
-            return _html(error_page("Sign-out failed", detail), 400)
+            return html_page(error_page("Sign-out failed", detail), 400)
         if state := params.get("state"):
             target += ("&" if urlsplit(target).query else "?") + urlencode({"state": state})
         return web.Response(status=302, headers={"Location": target, "Cache-Control": "no-store"})
@@ -273,149 +248,8 @@ class DevIdP:
         return web.json_response(record.user.claims(), headers={"Cache-Control": "no-store"})
 
 
-DEV_IDP = web.AppKey("oidcproxy_dev_idp", DevIdP)
-
-
 def build_app(config: IdPConfig) -> tuple[web.Application, DevIdP]:
     """A new provider and its app. Serve the app at the root when the issuer has no path, or
     mount it where the issuer's path says: `outer.add_subapp("/dev-idp", app)`."""
     idp = DevIdP(config)
     return idp.build_app(), idp
-
-
-async def _announce(app: web.Application) -> None:
-    idp = app[DEV_IDP]
-    log.warning(
-        "development OpenID provider at %s: state is in memory only, a restart invalidates "
-        "every code, token and signing key",
-        idp.config.issuer,
-    )
-
-
-async def _discovery(request: web.Request) -> web.Response:
-    return web.json_response(request.app[DEV_IDP].discovery())
-
-
-@web.middleware
-async def _faults(request: web.Request, handler: Any) -> web.StreamResponse:
-    """The test switches `down`, `delay`, `hold`, `padding` and the request counter."""
-    idp = request.app[DEV_IDP]
-    path = request.path.removeprefix(urlsplit(idp.config.issuer).path)
-    idp.requests[path] += 1
-    if path in idp.delay:
-        await asyncio.sleep(idp.delay[path])
-    if path in idp.hold:
-        await idp.hold[path].wait()
-    if idp.down:
-        body = {"error": "temporarily_unavailable", "error_description": "switched off by a test"}
-        return web.json_response(body, status=503, headers={"Retry-After": "30"})
-    response: web.StreamResponse = await handler(request)
-    extra = idp.padding.get(path, 0)
-    if extra and isinstance(response, web.Response) and response.content_type == "application/json":
-        assert isinstance(response.body, bytes)  # noqa: S101 - json_response and _to_web give bytes
-        response.body = json.dumps({**json.loads(response.body), "padding": "x" * extra}).encode()
-    return response
-
-
-async def _jwks(request: web.Request) -> web.Response:
-    idp = request.app[DEV_IDP]
-    headers = {"Cache-Control": idp.jwks_cache_control} if idp.jwks_cache_control else {}
-    if idp.jwks_garbage:
-        return web.Response(text="<html>502 Bad Gateway</html>" * 4, headers=headers)
-    return web.json_response(idp.keys.jwks(), headers=headers)
-
-
-async def _authorize_get(request: web.Request) -> web.Response:
-    idp = request.app[DEV_IDP]
-    return idp.show_login(_input(idp, request, "/authorize", request.query))
-
-
-async def _authorize_post(request: web.Request) -> web.Response:
-    idp = request.app[DEV_IDP]
-    if not _same_origin(request.headers.get("Origin"), idp.config.issuer):
-        detail = "The form was submitted from another site."
-        return _html(error_page("Sign-in refused", detail), 403)
-    form = await request.post()
-    params = MultiDictProxy(CIMultiDict((k, v) for k, v in form.items() if k not in LOGIN_FIELDS))
-    login = {k: v for k, v in form.items() if k in LOGIN_FIELDS and isinstance(v, str)}
-    return idp.finish_login(_input(idp, request, "/authorize", params), login)
-
-
-async def _token(request: web.Request) -> web.Response:
-    idp = request.app[DEV_IDP]
-    idp.token_requests += 1
-    if idp.fail_token_endpoint:
-        body = {"error": "temporarily_unavailable", "error_description": "switched off by a test"}
-        return web.json_response(body, status=503, headers={"Cache-Control": "no-store"})
-    form = await request.post()
-    given = _input(idp, request, "/token", form)
-    try:
-        reply = idp.server.create_token_response(given)
-    except OAuth2Error as error:
-        reply = idp.server.handle_error_response(given, error)
-    return _to_web(reply)
-
-
-async def _userinfo(request: web.Request) -> web.Response:
-    return request.app[DEV_IDP].userinfo(request.headers.get("Authorization", ""))
-
-
-async def _end_session(request: web.Request) -> web.Response:
-    source = await request.post() if request.method == "POST" else request.query
-    params = {k: v for k, v in source.items() if isinstance(v, str)}
-    return request.app[DEV_IDP].end_session(params)
-
-
-async def _revoke(request: web.Request) -> web.Response:
-    form = await request.post()
-    fields = {k: v for k, v in form.items() if isinstance(v, str)}
-    return request.app[DEV_IDP].revoke(request.headers.get("Authorization", ""), fields)
-
-
-def _input(idp: DevIdP, request: web.Request, path: str, source: MultiMapping[Any]) -> HttpInput:
-    params: dict[str, list[str]] = {}
-    for key, value in source.items():
-        if isinstance(value, str):
-            params.setdefault(key, []).append(value)
-    return HttpInput(
-        method=request.method,
-        uri=idp.config.endpoint(path),
-        headers=request.headers,
-        params=params,
-        form={k: v[0] for k, v in params.items()} if request.method == "POST" else {},
-    )
-
-
-def _user_from_form(login: Mapping[str, str]) -> tuple[DevUser | None, str]:
-    email = login.get("login_email", "").strip()
-    local, at, domain = email.partition("@")
-    if not (at and local and domain) or len(email) > 254 or any(c.isspace() for c in email):
-        return None, "Enter an email address such as alice@example.com."
-    groups = tuple(g.strip() for g in login.get("login_groups", "").split(",") if g.strip())
-    return DevUser(email=email, name=login.get("login_name", "").strip()[:200], groups=groups), ""
-
-
-def _same_origin(origin: str | None, issuer: str) -> bool:
-    """Browsers send Origin on form POSTs; a foreign one is a cross-site submission. Clients
-    that send none (tests, curl) are allowed: the request is re-validated anyway."""
-    if origin is None:
-        return True
-    parts = urlsplit(issuer)
-    default = {"http": 80, "https": 443}[parts.scheme]
-    port = "" if parts.port in (None, default) else f":{parts.port}"
-    return origin.lower() == f"{parts.scheme}://{(parts.hostname or '').lower()}{port}"
-
-
-def _html(page: str, status: int) -> web.Response:
-    return web.Response(text=page, status=status, content_type="text/html", headers=_PAGE_HEADERS)
-
-
-def _to_web(reply: Reply) -> web.Response:
-    headers = CIMultiDict(reply.headers)
-    if isinstance(reply.body, dict):
-        headers["Content-Type"] = "application/json"
-        body = json.dumps(reply.body).encode()
-        return web.Response(status=reply.status, body=body, headers=headers)
-    if reply.body:
-        headers.setdefault("Content-Type", "text/html; charset=utf-8")
-    return web.Response(status=reply.status, body=reply.body.encode(), headers=headers)

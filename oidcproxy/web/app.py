@@ -1,61 +1,38 @@
 """build_app(settings) -> web.Application: the runtime state built once from the settings, the routes,
 and every resource owned through cleanup_ctx. `serve.run` serves it. The one module that knows every
-part: it builds the sessions, coordination, oidc, proxy and idp objects and names them in `appkeys`.
+part: it builds the sessions, coordination, oidc, proxy and idp objects and names them in `appkeys`;
+what is opened at start-up and closed at shutdown is built in its cleanup contexts (`web.contexts`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import functools
 import logging
 import secrets
-import ssl
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 
-import aiohttp
 from aiohttp import web
 
 from oidcproxy.authz import Policy
 from oidcproxy.config import ProviderSpec, Settings, split_address
-from oidcproxy.coordination import (
-    LocalState,
-    Revocations,
-    SharedState,
-    SocketState,
-)
+from oidcproxy.coordination import LocalState, Revocations, SharedState, SocketState
 from oidcproxy.coordination.redis import RedisState
 from oidcproxy.forwarded import Edge
 from oidcproxy.idp import IdPClient, IdPConfig
 from oidcproxy.idp import build_app as build_idp_app
 from oidcproxy.login import LoginFlow
 from oidcproxy.model import Clock, system_clock
-from oidcproxy.oidc import (
-    BearerVerifier,
-    ClaimMapping,
-    Endpoints,
-    OIDCClient,
-    Provider,
-    ProviderConfig,
-    Providers,
-    Refresher,
-    RefreshPolicy,
-    SignOut,
-    entra_issuers,
-    parse_pairs,
-    ssl_context,
-)
-from oidcproxy.proxy import Bearer, HeaderPolicy, Route, Router, UpstreamProxy, UpstreamTls, WebSocketTimeouts
-from oidcproxy.redisconn import RedisClient, RedisConfig, connect
+from oidcproxy.oidc import ClaimMapping, Endpoints, ProviderConfig, entra_issuers, parse_pairs
+from oidcproxy.redisconn import RedisConfig, connect
 from oidcproxy.sessions import CookieSessionStore, SessionCodec, SessionStore
 from oidcproxy.sessions.cookies import CookiePolicy
 from oidcproxy.sessions.hybrid import HybridSessionStore
 from oidcproxy.sessions.keys import KeyRing
 from oidcproxy.sessions.redis import RedisSessionStore
-from oidcproxy.web import handlers
+from oidcproxy.web import handlers, signin, signout
 from oidcproxy.web.appkeys import (
-    BEARER,
     CLAIMS,
     CLOCK,
     DRAINING,
@@ -63,34 +40,26 @@ from oidcproxy.web.appkeys import (
     EMBEDDED_IDP,
     LOGIN,
     METRICS,
-    OIDC,
     PAGES,
     POLICIES,
     POLICY,
-    PROVIDERS,
     PROXY,
     REDIS,
-    REFRESHER,
-    REQUEST_ID,
     REVOKED,
     SESSIONS,
     SETTINGS,
     SHARED,
-    SIGN_OUT,
-    SIGN_OUTS,
     STARTED,
 )
-from oidcproxy.web.demo import build_demo_app
+from oidcproxy.web.contexts import MAX_FIELD_SIZE, metrics_ctx, oidc_ctx, redis_ctx, shared_ctx, upstream_ctx
 from oidcproxy.web.headerlimit import answer_431, header_limits
-from oidcproxy.web.metrics import Metrics, observe_requests, provider_trace
+from oidcproxy.web.metrics import Metrics, observe_requests
 from oidcproxy.web.middleware import errors_and_ids, remember_started
 from oidcproxy.web.pages import PageCache
 
 __all__ = ["MAX_FIELD_SIZE", "base_url", "build_app", "redis_config"]
 
 log = logging.getLogger("oidcproxy")
-
-MAX_FIELD_SIZE = 65536
 
 
 def build_app(
@@ -157,13 +126,13 @@ def build_app(
     app.on_response_prepare.append(remember_started)
     app.on_response_prepare.append(_close_when_draining)
     app.on_shutdown.append(_websockets_going_away)
-    app.cleanup_ctx.append(_shared_ctx)
+    app.cleanup_ctx.append(shared_ctx)
     seal = SessionCodec(keys, cookie_policy.name)
     plan = [(spec.id, spec.button, c, m) for spec, c, m in zip(specs, configs, claims, strict=True)]
-    app.cleanup_ctx.append(functools.partial(_oidc_ctx, plan=plan, seal=seal))
-    app.cleanup_ctx.append(_upstream_ctx)
+    app.cleanup_ctx.append(functools.partial(oidc_ctx, plan=plan, seal=seal))
+    app.cleanup_ctx.append(upstream_ctx)
     if metrics.enabled:
-        app.cleanup_ctx.append(_metrics_ctx)
+        app.cleanup_ctx.append(metrics_ctx)
     _routes(app)
     return app
 
@@ -177,14 +146,9 @@ def _session_store(
     if not settings.redis_configured():
         return cookies
     client = app[REDIS] = connect(redis_config(settings))
-    app.cleanup_ctx.append(_redis_ctx)
+    app.cleanup_ctx.append(redis_ctx)
     tickets = RedisSessionStore(
-        client,
-        keys,
-        policy,
-        clock,
-        cache_ttl_s=settings.session_cache_ttl,
-        timeout_s=settings.redis_timeout,
+        client, keys, policy, clock, cache_ttl_s=settings.session_cache_ttl, timeout_s=settings.redis_timeout
     )
     max_chunks = 0 if settings.session_store_type == "redis" else settings.cookie_max_chunks
     return HybridSessionStore(cookies, tickets, max_chunks)
@@ -216,17 +180,6 @@ def redis_config(settings: Settings) -> RedisConfig:
     )
 
 
-async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The Redis client is built with the store (no connection yet) and closed last."""
-    yield
-    await app[SESSIONS].close()
-    await _close_redis(app[REDIS])
-
-
-async def _close_redis(client: RedisClient) -> None:
-    await client.aclose()
-
-
 async def _close_when_draining(request: web.Request, response: web.StreamResponse) -> None:
     """on_response_prepare: while draining, each answer closes its connection, so a keep-alive client
     opens its next one where the ingress now sends it (RFC 9112 9.6)."""
@@ -254,15 +207,6 @@ def _edge(settings: Settings) -> Edge:
         skip_auth_preflight=settings.skip_auth_preflight,
         api_route=settings.api_route,
     )
-
-
-def _view(edge: Edge, request: web.Request) -> tuple[str, str, str, str]:
-    """What the upstream is told about the request: the browser's scheme and host, the client chain,
-    the request id."""
-    peer = request.remote or ""
-    ext = edge.external(request.headers, peer=peer, scheme=request.scheme, host=request.host)
-    chain = request.headers.get("X-Forwarded-For", "") if ext.trusted else ""
-    return ext.scheme, ext.host, f"{chain}, {peer}" if chain else peer, request.get(REQUEST_ID, "")
 
 
 def _provider_config(settings: Settings, spec: ProviderSpec) -> ProviderConfig:
@@ -323,7 +267,7 @@ def _mount_embedded_idp(
         client_id=provider.client_id or "oidcproxy-dev",
         client_secret=provider.client_secret or secrets.token_urlsafe(32),
         redirect_uris=(settings.redirect_url or base_url(settings) + "/oauth2/callback",),
-        post_logout_redirect_uris=(base_url(settings) + handlers.SIGNED_OUT_PATH,),
+        post_logout_redirect_uris=(base_url(settings) + signout.SIGNED_OUT_PATH,),
         backchannel_logout_uri=base_url(settings) + "/oauth2/backchannel-logout",
         allow_loopback_redirects=True,
     )
@@ -340,23 +284,23 @@ def _mount_embedded_idp(
 _ROUTE_CLASSES: Mapping[Callable[..., object], str] = {
     handlers.gate: "proxied",
     handlers.auth: "auth_request",
-    handlers.sign_in: "login",
-    handlers.start: "login",
-    handlers.callback: "callback",
-    handlers.sign_out: "sign_out",
+    signin.sign_in: "login",
+    signin.start: "login",
+    signin.callback: "callback",
+    signout.sign_out: "sign_out",
     handlers.userinfo: "userinfo",
 }
 """Each route's class in the request metrics (web.metrics.ROUTES); any other route is `static`."""
 
 
 def _routes(app: web.Application) -> None:
-    app.router.add_get("/oauth2/sign_in", handlers.sign_in)
-    app.router.add_get("/oauth2/start", handlers.start)
-    app.router.add_get("/oauth2/callback", handlers.callback)
-    app.router.add_get("/oauth2/callback/{provider}", handlers.callback)
-    app.router.add_route("*", "/oauth2/sign_out", handlers.sign_out)
-    app.router.add_get(handlers.SIGNED_OUT_PATH, handlers.signed_out)
-    app.router.add_post("/oauth2/backchannel-logout", handlers.backchannel_logout)
+    app.router.add_get("/oauth2/sign_in", signin.sign_in)
+    app.router.add_get("/oauth2/start", signin.start)
+    app.router.add_get("/oauth2/callback", signin.callback)
+    app.router.add_get("/oauth2/callback/{provider}", signin.callback)
+    app.router.add_route("*", "/oauth2/sign_out", signout.sign_out)
+    app.router.add_get(signout.SIGNED_OUT_PATH, signout.signed_out)
+    app.router.add_post("/oauth2/backchannel-logout", signout.backchannel_logout)
     app.router.add_get("/oauth2/userinfo", handlers.userinfo)
     # Any method: NGINX's auth_request and Envoy's ext_authz ask with the original request's method.
     app.router.add_route("*", "/oauth2/auth", handlers.auth)
@@ -364,171 +308,3 @@ def _routes(app: web.Application) -> None:
     app.router.add_get("/ping", handlers.ping)
     app.router.add_get("/ready", handlers.ready)
     app.router.add_route("*", "/{tail:.*}", handlers.gate)
-
-
-async def _oidc_ctx(
-    app: web.Application,
-    *,
-    plan: list[tuple[str, str, ProviderConfig, ClaimMapping]],
-    seal: SessionCodec,
-) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
-    timeout = aiohttp.ClientTimeout(total=settings.provider_timeout)
-    connector = aiohttp.TCPConnector(ssl=ssl_context(settings.provider_ca_file))
-    traces = [provider_trace(app[METRICS], _provider_endpoints(app))] if app[METRICS].enabled else []
-    async with aiohttp.ClientSession(
-        timeout=timeout, cookie_jar=aiohttp.DummyCookieJar(), connector=connector, trace_configs=traces
-    ) as http:
-        providers = app[PROVIDERS] = Providers(
-            [
-                Provider(pid, name, OIDCClient(http, config, app[CLOCK]), claims)
-                for pid, name, config, claims in plan
-            ]
-        )
-        app[OIDC] = providers.first.client
-        for provider in providers:
-            _mirror_key_set(app[METRICS], provider)
-        # A refresh may fetch keys and userinfo too: the lock outlives a slow but successful one.
-        lock_s = 3 * settings.provider_timeout + 5
-        policy = RefreshPolicy(cookie_refresh_s=settings.cookie_refresh, lock_s=lock_s)
-        app[REFRESHER] = Refresher(providers, policy, app[CLOCK], shared=app[SHARED], seal=seal)
-        if settings.skip_jwt_bearer_tokens:
-            extra = parse_pairs(settings.extra_jwt_issuers)
-            app[BEARER] = BearerVerifier(http, providers, extra, app[CLOCK])
-        app[SIGN_OUTS] = {
-            p.id: SignOut(
-                p.client, http, app[SHARED], app[CLOCK], backend_logout_url=settings.backend_logout_url
-            )
-            for p in providers
-        }
-        app[SIGN_OUT] = app[SIGN_OUTS][providers.first.id]
-        yield
-        for sign_out in app[SIGN_OUTS].values():
-            await sign_out.close()
-        await app[REFRESHER].close()
-        if BEARER in app:
-            await app[BEARER].close()
-        for provider in providers:
-            await provider.client.close()
-
-
-def _provider_endpoints(app: web.Application) -> Callable[[], Mapping[str, tuple[str, str]]]:
-    """Each provider's endpoint URLs: (provider id, endpoint name), for the provider metrics. The
-    discovery URL is known from the start; the rest once that provider's metadata is loaded."""
-    known: dict[str, tuple[str, str]] = {}
-    waiting: list[Provider] = []
-
-    def endpoints() -> Mapping[str, tuple[str, str]]:
-        if not known and PROVIDERS in app:  # the first call after the registry was built
-            registry: Providers = app[PROVIDERS]
-            waiting.extend(registry)
-            for p in waiting:
-                url = p.client.config.issuer.rstrip("/") + "/.well-known/openid-configuration"
-                known[url] = (p.id, "discovery")
-        for p in list(waiting):
-            meta = p.client.loaded
-            if meta is None:
-                continue
-            waiting.remove(p)
-            names = {"jwks": meta.jwks_uri, "userinfo": meta.userinfo_endpoint, "token": meta.token_endpoint}
-            known.update({url: (p.id, name) for name, url in names.items() if url})
-        return known
-
-    return endpoints
-
-
-def _mirror_key_set(metrics: Metrics, provider: Provider) -> None:
-    """A provider's key set's own counters (oidc.jwks.KeySet) copied into the metrics."""
-    client = provider.client
-
-    def read(name: str) -> Callable[[], int]:
-        return lambda: getattr(client.keys, name) if client.keys is not None else 0
-
-    metrics.mirror(metrics.jwks_fetches[provider.id]["ok"], read("fetches"))
-    metrics.mirror(metrics.jwks_fetches[provider.id]["failed"], read("failures"))
-    metrics.mirror(metrics.jwks_stale[provider.id], read("stale_served"))
-
-
-async def _metrics_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Mirrored counters are copied every few seconds (and before each scrape with one worker)."""
-    metrics = app[METRICS]
-
-    async def every(seconds: float) -> None:
-        while True:
-            await asyncio.sleep(seconds)
-            metrics.sync()
-
-    task = asyncio.create_task(every(_MIRROR_S), name="metrics-mirror")
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    metrics.sync()
-
-
-_MIRROR_S = 5.0
-
-
-async def _shared_ctx(app: web.Application) -> AsyncIterator[None]:
-    poller = asyncio.create_task(app[REVOKED].keep_fresh(), name="revocations-refresh")
-    yield
-    poller.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await poller
-    await app[SHARED].close()
-
-
-def _upstream_tls(settings: Settings) -> ssl.SSLContext:
-    """The one context for https/wss upstreams; skipping verification is said loudly, at start."""
-    if settings.ssl_upstream_insecure_skip_verify:
-        log.warning(
-            "--ssl-upstream-insecure-skip-verify: https upstreams' certificates are NOT verified; "
-            "anyone on the path to them can read and change the traffic, identity headers and tokens "
-            "included. Trust their CA with --upstream-ca-file instead."
-        )
-    return UpstreamTls.of(
-        settings.upstream_ca_file,
-        settings.upstream_client_cert_file,
-        settings.upstream_client_key_file,
-        settings.ssl_upstream_insecure_skip_verify,
-    ).context()
-
-
-async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
-    routes = [Route.parse(url) for url in settings.upstream if not url.startswith("builtin:")]
-    demo: web.AppRunner | None = None
-    if "builtin:whoami" in settings.upstream:
-        demo = web.AppRunner(build_demo_app(), access_log=None)
-        await demo.setup()
-        site = web.TCPSite(demo, "127.0.0.1", 0)
-        await site.start()
-        port = demo.addresses[0][1]
-        routes.append(Route.parse(f"http://127.0.0.1:{port}/"))
-    proxy = UpstreamProxy(
-        Router(routes),
-        HeaderPolicy(
-            cookie_name=settings.cookie_name,
-            pass_user_headers=settings.pass_user_headers,
-            pass_access_token=settings.pass_access_token,
-            bearer=Bearer.choose(settings),
-            pass_host_header=settings.pass_host_header,
-        ),
-        response_timeout_s=settings.upstream_timeout,
-        max_field_size=max(MAX_FIELD_SIZE, settings.max_header_size),
-        view=functools.partial(_view, app[EDGE]),
-        websocket=WebSocketTimeouts(
-            handshake_s=settings.websocket_handshake_timeout,
-            idle_s=settings.websocket_idle_timeout,
-            session_check_s=settings.websocket_session_check,
-        ),
-        clock=app[CLOCK],
-        tls=_upstream_tls(settings),
-        observer=app[METRICS] if app[METRICS].enabled else None,
-    )
-    await proxy.start()
-    app[PROXY] = proxy
-    yield
-    await proxy.close()
-    if demo is not None:
-        await demo.cleanup()

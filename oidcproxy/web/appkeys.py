@@ -77,7 +77,7 @@ REVOKED = web.AppKey("revoked", Revocations)
 SIGN_OUT = web.AppKey("sign_out", SignOut)  # the first provider's (SIGN_OUTS has each provider's)
 SIGN_OUTS: web.AppKey[dict[str, SignOut]] = web.AppKey("sign_outs")
 EMBEDDED_IDP = web.AppKey("embedded_idp", DevIdP)  # only with --oidc-type embedded
-# Set on SIGTERM (serve.py): /ready answers 503 from then on, so the ingress stops sending new requests.
+# Set on SIGTERM (serve.drain): /ready answers 503 from then on, so the ingress stops sending new requests.
 DRAINING = web.AppKey("draining", asyncio.Event)
 
 REQUEST_ID = web.RequestKey("request_id", str)

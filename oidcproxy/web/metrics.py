@@ -8,10 +8,8 @@
     observe_requests the outermost middleware: requests by route class and status, and their duration
     provider_trace   an aiohttp TraceConfig for the providers' client session: calls by provider,
                      endpoint and outcome, and their latency (the oidc part knows nothing of metrics)
-    serve_metrics    the listener: GET /metrics on its own socket, never behind the sign-in gate
-    use_multiprocess_dir, scrape_registry
-                     several workers: each writes its values to files under one directory
-                     (prometheus-client's multiprocess mode) and the listener sums them at scrape time
+
+The listener (/metrics on its own socket) and several workers' files are in scrape.py.
 
 The pure parts (authz, login, forwarded, sessions, oidc, proxy) return what happened or own plain
 counters (the key set's fetches, the proxy's cuts); this module mirrors those counters and the
@@ -22,21 +20,15 @@ oidcproxy (a forbidden contract in pyproject.toml keeps prometheus-client out of
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import glob
-import os
-import re
-import socket
 import time
 import types
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Final, Literal
 
 import aiohttp
 from aiohttp import web
 from aiohttp.typedefs import Middleware
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess, values
-from prometheus_client.exposition import choose_encoder
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from oidcproxy.about import version_info
 
@@ -48,9 +40,6 @@ __all__ = [
     "Metrics",
     "observe_requests",
     "provider_trace",
-    "scrape_registry",
-    "serve_metrics",
-    "use_multiprocess_dir",
 ]
 
 ROUTES: Final = ("proxied", "auth_request", "login", "callback", "sign_out", "userinfo", "static")
@@ -347,83 +336,3 @@ def provider_trace(
     trace.on_request_exception.append(failed)
     trace.freeze()
     return trace
-
-
-# -- the listener ----------------------------------------------------------------------------------
-@contextlib.asynccontextmanager
-async def serve_metrics(
-    sock: socket.socket, registry: CollectorRegistry, before: Callable[[], None] = lambda: None
-) -> AsyncIterator[None]:
-    """Serve GET /metrics from `registry` on the listening socket `sock` until the context ends.
-
-    `before()` runs ahead of each scrape (mirrored counters are synced there). The exposition is
-    rendered in a thread: with several workers it reads every worker's file."""
-
-    async def scrape(request: web.Request) -> web.Response:
-        before()
-        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-        body = await asyncio.to_thread(encoder, registry)
-        return web.Response(body=body, headers={"Content-Type": content_type, "Cache-Control": "no-store"})
-
-    app = web.Application()
-    app.router.add_get("/metrics", scrape)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    await web.SockSite(runner, sock, shutdown_timeout=1.0).start()
-    try:
-        yield
-    finally:
-        await runner.cleanup()
-
-
-def use_multiprocess_dir(path: str) -> None:
-    """Several workers: metrics made from now on (in this process and its forks) write to `path`.
-
-    prometheus-client chooses its value class when it is imported, from PROMETHEUS_MULTIPROC_DIR; we
-    decide later (after reading the settings), so the choice is made again here, before any fork."""
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
-    # The pid as the value class checks it on every update, kept instead of asked for (a syscall
-    # per update); a forked child sets its own before it records anything.
-    values.ValueClass = values.MultiProcessValue(process_identifier=_own_pid.get)  # type: ignore[no-untyped-call]
-    if not _own_pid.hooked:
-        os.register_at_fork(after_in_child=_own_pid.refresh)
-        _own_pid.hooked = True
-
-
-class _Pid:
-    def __init__(self) -> None:
-        self.pid, self.hooked = os.getpid(), False
-
-    def get(self) -> int:
-        return self.pid
-
-    def refresh(self) -> None:
-        self.pid = os.getpid()
-
-
-_own_pid = _Pid()
-
-
-def scrape_registry(path: str) -> tuple[CollectorRegistry, Callable[[], None]]:
-    """The registry summing every worker's file under `path`, and what to run before each scrape: a
-    dead worker's live gauges (open WebSockets) are dropped, its counters kept."""
-    registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, path=path)  # type: ignore[no-untyped-call]
-
-    def forget_the_dead() -> None:
-        for name in glob.glob(os.path.join(path, "gauge_live*_*.db")):
-            found = re.search(r"_(\d+)\.db$", name)
-            if found and not _alive(int(found.group(1))):
-                multiprocess.mark_process_dead(int(found.group(1)), path)  # type: ignore[no-untyped-call]
-
-    return registry, forget_the_dead
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
