@@ -37,13 +37,14 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
-from html.parser import HTMLParser
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urljoin, urlsplit
 
 import aiohttp
+
+from tests.support.forms import forms_of
 
 __all__ = [
     "KEYCLOAK_VERSION",
@@ -316,25 +317,6 @@ def _password_grant(url: str, client_id: str, login: str, password: str, scope: 
 # --- walking Keycloak's login page -----------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class _Form:
-    action: str
-    fields: dict[str, str]
-
-
-class _LoginForm(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.forms: list[_Form] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        a = {k: v or "" for k, v in attrs}
-        if tag == "form":
-            self.forms.append(_Form(a.get("action", ""), {}))
-        elif tag == "input" and self.forms and a.get("name"):
-            self.forms[-1].fields[a["name"]] = a.get("value", "")
-
-
 async def keycloak_login(session: aiohttp.ClientSession, authorize_url: str, *, login: str) -> str:
     """Sign in on Keycloak's login page; return its redirect back to the client, not followed.
 
@@ -353,9 +335,7 @@ async def keycloak_login(session: aiohttp.ClientSession, authorize_url: str, *, 
             if url.split("?", 1)[0] == redirect_uri.split("?", 1)[0]:
                 return url
             continue
-        parser = _LoginForm()
-        parser.feed(body)
-        forms = [f for f in parser.forms if "username" in f.fields and "password" in f.fields]
+        forms = [f for f in forms_of(body) if "username" in f.fields and "password" in f.fields]
         if resp.status != 200 or len(forms) != 1:
             raise KeycloakError(f"{method} {url} -> {resp.status}, no login form: {body[:800]}")
         data = {**forms[0].fields, "username": login, "password": f"{login}-pw"}

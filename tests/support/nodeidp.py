@@ -60,7 +60,6 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
-from html.parser import HTMLParser
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -68,6 +67,8 @@ from urllib.parse import parse_qs, urljoin, urlsplit
 
 import aiohttp
 from yarl import URL
+
+from tests.support.forms import Form, forms_of
 
 __all__ = [
     "DEFAULT_CLIENT",
@@ -280,26 +281,6 @@ def _close_pipes(process: subprocess.Popen[bytes]) -> None:
 # --- walking the provider's pages ----------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class _Form:
-    action: str
-    method: str
-    fields: dict[str, str]
-
-
-class _FormParser(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.forms: list[_Form] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        a = {k: v or "" for k, v in attrs}
-        if tag == "form":
-            self.forms.append(_Form(a.get("action", ""), a.get("method", "get").upper(), {}))
-        elif tag == "input" and self.forms and a.get("name"):
-            self.forms[-1].fields[a["name"]] = a.get("value", "")
-
-
 async def provider_login(
     session: aiohttp.ClientSession,
     authorize_url: str,
@@ -376,12 +357,11 @@ def _leaves_provider(target: str, redirect_uri: str | None, provider_origin: str
     return _origin(target) != provider_origin
 
 
-def _only_form(url: str, body: str) -> _Form:
-    parser = _FormParser()
-    parser.feed(body)
-    if len(parser.forms) != 1:
-        raise NodeIdPError(f"expected one form at {url}, found {len(parser.forms)}: {body[:500]}")
-    return parser.forms[0]
+def _only_form(url: str, body: str) -> Form:
+    forms = forms_of(body)
+    if len(forms) != 1:
+        raise NodeIdPError(f"expected one form at {url}, found {len(forms)}: {body[:500]}")
+    return forms[0]
 
 
 def _cookie_hint(session: aiohttp.ClientSession, url: str) -> str:
